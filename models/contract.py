@@ -1,0 +1,97 @@
+"""The contract between the producer API and the workers: task names, queue names,
+and the broker options both sides must agree on. The API sends tasks by these names
+and never imports worker code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BATCH_TICK_TASK",
+    "CHAT_COMPLETIONS",
+    "EMBEDDINGS",
+    "EXECUTE_TASK",
+    "LAGO_DRAIN_TASK",
+    "LAGO_ENTITLEMENT_TASK",
+    "POST_CALL_TASK",
+    "QUEUES",
+    "QUEUE_BATCH",
+    "QUEUE_HIGH",
+    "QUEUE_LOW",
+    "QUEUE_NORMAL",
+    "QUEUE_POST_CALL",
+    "SWEEP_TASK",
+    "WEBHOOK_QUEUE",
+    "WEBHOOK_TASK",
+    "WORKER_QUEUES",
+    "broker_options",
+    "queue_for_priority",
+]
+
+EXECUTE_TASK = "llmfleet.execute"
+
+#: Job kinds: which OpenAI endpoint a job's request body is for.
+CHAT_COMPLETIONS = "chat.completions"
+EMBEDDINGS = "embeddings"
+SWEEP_TASK = "llmfleet.sweep"
+#: Sends one webhook delivery (args: the delivery id).
+WEBHOOK_TASK = "llmfleet.webhook"
+#: Cost, spend and usage events of a finished claim, on a queue of their own.
+POST_CALL_TASK = "llmfleet.post_call"
+QUEUE_POST_CALL = "llmfleet.post_call"
+#: Sends the usage outbox to Lago.
+LAGO_DRAIN_TASK = "llmfleet.lago_drain"
+#: Refreshes the cached Lago entitlement views of the subscriptions in use.
+LAGO_ENTITLEMENT_TASK = "llmfleet.lago_entitlements"
+#: Publishes batch jobs as the broker drains, finalizes and expires batches.
+BATCH_TICK_TASK = "llmfleet.batch_tick"
+
+QUEUE_HIGH = "llmfleet.high"
+QUEUE_NORMAL = "llmfleet.normal"
+QUEUE_LOW = "llmfleet.low"
+#: Batch lines: fed by the batch dispatcher a little at a time, consumed last.
+QUEUE_BATCH = "llmfleet.batch"
+#: Consumed in this order: a worker takes from the first non-empty queue.
+QUEUES = (QUEUE_HIGH, QUEUE_NORMAL, QUEUE_LOW, QUEUE_BATCH)
+#: What a worker consumes by default: the execute queues, then post-call work.
+WORKER_QUEUES = (*QUEUES, QUEUE_POST_CALL)
+#: Webhooks report work already done: short sends that should not wait behind a backlog.
+WEBHOOK_QUEUE = QUEUE_HIGH
+
+PRIORITY_MIN = 0
+PRIORITY_MAX = 9
+PRIORITY_DEFAULT = 5
+#: Synchronous OpenAI-style calls: a client is waiting on the socket.
+PRIORITY_SYNC = 9
+#: Batch lines: behind every interactive job.
+PRIORITY_BATCH = 1
+
+
+def queue_for_priority(priority: int, batch: bool = False) -> str:
+    """Priorities 7-9 are interactive, 4-6 normal, 0-3 background; batch lines have a
+    queue of their own, fed by the dispatcher."""
+    if batch:
+        return QUEUE_BATCH
+    if priority >= 7:
+        return QUEUE_HIGH
+    if priority >= 4:
+        return QUEUE_NORMAL
+    return QUEUE_LOW
+
+
+def broker_options(visibility_timeout: int) -> dict[str, Any]:
+    """Celery settings that producer and workers must share.
+
+    `queue_order_strategy=priority` makes Redis BRPOP the queues in QUEUES order, so
+    interactive work overtakes background work; the visibility timeout must exceed the
+    longest job or Redis redelivers a running job's message.
+    """
+    return {
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout,
+            "queue_order_strategy": "priority",
+        },
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "broker_connection_retry_on_startup": True,
+    }

@@ -1,0 +1,1 @@
+"""Pydantic wire schemas: what crosses the HTTP border."""

@@ -1,0 +1,183 @@
+"""Jobs across the HTTP border: `JobCreate` in, `JobPublic` / `JobsPublic` out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+
+from models.contract import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
+from models.schemas.chat import ChatCompletionRequest
+from models.schemas.errors import ErrorBody
+from models.tables import Job, JobAttempt
+
+__all__ = ["JobCreate", "JobPublic", "JobsPublic", "parse_duration"]
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """ "90s", "30m", "24h", "7d" -> timedelta."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError("must be a positive duration such as '90s', '30m', '24h' or '7d'")
+    return dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+class JobCreate(ChatCompletionRequest):
+    """An OpenAI chat-completions body plus the job's own options."""
+
+    priority: int = Field(default=PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    deadline: dt.datetime | None = Field(
+        default=None, description="Absolute time after which the job ends `expired`."
+    )
+    completion_window: str | None = Field(
+        default=None, description="Relative deadline such as '1h' or '24h'."
+    )
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    webhook_url: HttpUrl | None = None
+
+    @field_validator("completion_window")
+    @classmethod
+    def _window_is_a_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_is_aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a timezone (e.g. 2026-01-01T00:00:00Z)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_deadline(self) -> JobCreate:
+        if self.deadline is not None and self.completion_window is not None:
+            raise ValueError("give either `deadline` or `completion_window`, not both")
+        return self
+
+    def effective_deadline(self, now: dt.datetime) -> dt.datetime | None:
+        if self.completion_window is not None:
+            return now + parse_duration(self.completion_window)
+        return self.deadline
+
+    def provider_body(self) -> dict[str, Any]:
+        return self.model_dump(
+            mode="json",
+            exclude_unset=True,
+            exclude={"stream", "cache", "priority", "deadline", "completion_window"}
+            | {"metadata", "webhook_url"},
+        )
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int = Field(description="Prompt tokens read from the provider's cache.")
+    cache_creation_tokens: int = Field(description="Prompt tokens written to the cache.")
+    reasoning_tokens: int = Field(description="Completion tokens spent reasoning.")
+
+
+class AttemptPublic(BaseModel):
+    model_group: str
+    deployment: str
+    error_class: str | None
+    status_code: int | None
+    latency_ms: int
+    started_at: int
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=False)
+
+    id: str
+    object: Literal["job"] = "job"
+    status: str
+    model: str
+    priority: int
+    attempts: int = Field(description="Provider calls made for this job.")
+    deployment: str | None
+    served_group: str | None = Field(description="The model group that finally served it.")
+    waiting_until: int | None = Field(description="While waiting for capacity: next try.")
+    wait_reason: str | None
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    deadline: int | None
+    metadata: dict[str, Any] | None
+    usage: Usage | None
+    cached: bool = Field(
+        default=False, description="Served from the response cache: no provider call, cost 0."
+    )
+    result: dict[str, Any] | None = Field(description="The `chat.completion` object.")
+    error: ErrorBody | None
+    batch_id: str | None
+    custom_id: str | None
+    attempt_log: list[AttemptPublic] | None = Field(
+        default=None, description="Every provider call (on single-job reads)."
+    )
+
+    @classmethod
+    def from_row(cls, job: Job, attempts: list[JobAttempt] | None = None) -> JobPublic:
+        usage = None
+        if job.total_tokens is not None:
+            usage = Usage(
+                prompt_tokens=job.prompt_tokens or 0,
+                completion_tokens=job.completion_tokens or 0,
+                total_tokens=job.total_tokens,
+                cached_tokens=job.cached_tokens or 0,
+                cache_creation_tokens=job.cache_creation_tokens or 0,
+                reasoning_tokens=job.reasoning_tokens or 0,
+            )
+        return cls(
+            id=job.id,
+            status=job.status,
+            model=job.model,
+            priority=job.priority,
+            attempts=job.calls or 0,
+            deployment=job.deployment_id,
+            served_group=job.served_group,
+            waiting_until=_ts(job.not_before) if job.status == "queued" else None,
+            wait_reason=job.wait_reason if job.status in ("queued", "expired") else None,
+            created_at=_ts(job.created_at) or 0,
+            started_at=_ts(job.started_at),
+            finished_at=_ts(job.finished_at),
+            deadline=_ts(job.deadline),
+            metadata=job.meta,
+            usage=usage,
+            cached=bool(job.cached),
+            result=job.response,
+            error=ErrorBody(**job.error) if job.error else None,
+            batch_id=job.batch_id,
+            custom_id=job.custom_id,
+            attempt_log=None
+            if attempts is None
+            else [
+                AttemptPublic(
+                    model_group=a.model_group,
+                    deployment=a.deployment_id,
+                    error_class=a.error_class,
+                    status_code=a.status_code,
+                    latency_ms=a.latency_ms,
+                    started_at=_ts(a.started_at) or 0,
+                )
+                for a in attempts
+            ],
+        )
+
+
+class JobsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobPublic]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+def _ts(value: dt.datetime | None) -> int | None:
+    return int(value.timestamp()) if value is not None else None

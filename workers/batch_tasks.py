@@ -1,0 +1,50 @@
+"""The batch tick: a thin task run by beat every second (and nudged by the API when a
+batch is created or cancelled). One tick runs at a time across the fleet."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from models.contract import BATCH_TICK_TASK, EXECUTE_TASK, QUEUE_BATCH
+from models.redis_keys import BATCH_TICK_LOCK, BATCH_TICK_LOCK_TTL_MS
+from models.storage import LocalFileStorage
+from workers import batches
+from workers.celery_app import app, publish_webhook
+
+log = logging.getLogger(__name__)
+
+
+def _queue_depth() -> int:
+    """Messages waiting in the broker's batch queue (Redis or AMQP alike).
+
+    Declared as Celery declares it (durable, not auto-delete, same arguments): RabbitMQ
+    refuses a declare whose arguments differ, and creating it here if missing is what the
+    first publish would do anyway."""
+    with app.connection_for_read() as conn:
+        queue = app.amqp.queues[QUEUE_BATCH].bind(conn.default_channel)
+        return int(queue.queue_declare().message_count)
+
+
+def _publish(job_id: str) -> None:
+    app.send_task(EXECUTE_TASK, args=[job_id], queue=QUEUE_BATCH)
+
+
+@app.task(name=BATCH_TICK_TASK, ignore_result=True)
+def batch_tick() -> int:
+    ctx = app.get_context()
+    token = secrets.token_hex(8)
+    if not ctx.redis.set(BATCH_TICK_LOCK, token, nx=True, px=BATCH_TICK_LOCK_TTL_MS):
+        return 0  # another tick is running
+    try:
+        expired = batches.expire_due(ctx.sessions)
+        room = ctx.settings.batch_queue_target - _queue_depth()
+        published = batches.dispatch(ctx.sessions, room, _publish)
+        storage = LocalFileStorage(ctx.settings.files_dir)
+        ended = batches.finalize_ready(ctx.sessions, storage, publish_webhook)
+    finally:
+        if ctx.redis.get(BATCH_TICK_LOCK) == token.encode():
+            ctx.redis.delete(BATCH_TICK_LOCK)
+    if published or expired or ended:
+        log.info("batch tick: published %d, expired %d, ended %s", published, expired, ended)
+    return published

@@ -1,0 +1,221 @@
+"""Batch lifecycle on the worker side, as plain functions run by the batch tick:
+
+- dispatch: publish batch jobs only as the broker's batch queue drains, so a 50,000-
+  line batch never floods Redis; the room is shared equally among running batches, so
+  a small batch behind a big one progresses at once (fair share, round robin);
+- expire: at the completion window, lines not started end `expired`;
+- finalize: once no line is queued or running, write the output and error files
+  (streaming, never the whole batch in memory), sum usage, and end the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.batch_stats import usage_of
+from models.ids import new_id
+from models.schemas.batches import output_line
+from models.storage import FileStorage
+from models.tables import Batch, File, Job, JobStatus, utcnow
+from models.webhooks import record_event
+
+__all__ = ["TickReport", "dispatch", "expire_due", "finalize_ready"]
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("in_progress", "cancelling")
+
+
+@dataclass
+class TickReport:
+    published: int = 0
+    expired_jobs: int = 0
+    finalized: list[str] = field(default_factory=list)
+
+
+def dispatch(
+    sessions: sessionmaker[Session],
+    room: int,
+    publish: Callable[[str], None],
+) -> int:
+    """Publish up to `room` jobs, an equal share per running batch."""
+    if room <= 0:
+        return 0
+    with sessions() as session:
+        batch_ids = list(
+            session.scalars(
+                select(Batch.id).where(Batch.status == "in_progress").order_by(Batch.id)
+            )
+        )
+    if not batch_ids:
+        return 0
+    share = math.ceil(room / len(batch_ids))
+    published = 0
+    for batch_id in batch_ids:
+        with sessions.begin() as session:
+            ids = list(
+                session.scalars(
+                    select(Job.id)
+                    .where(
+                        Job.batch_id == batch_id,
+                        Job.status == JobStatus.QUEUED,
+                        Job.published_at.is_(None),
+                    )
+                    .order_by(Job.id)
+                    .limit(min(share, room - published))
+                )
+            )
+            if ids:
+                session.execute(update(Job).where(Job.id.in_(ids)).values(published_at=utcnow()))
+        for job_id in ids:  # after commit: a crash in between leaves them to the sweeper
+            publish(job_id)
+        published += len(ids)
+        if published >= room:
+            break
+    return published
+
+
+def expire_due(sessions: sessionmaker[Session]) -> int:
+    """Lines not yet started in a batch past its completion window end `expired`."""
+    now = utcnow()
+    with sessions.begin() as session:
+        due = list(
+            session.scalars(
+                select(Batch.id).where(Batch.status == "in_progress", Batch.expires_at < now)
+            )
+        )
+        if not due:
+            return 0
+        result = session.execute(
+            update(Job)
+            .where(Job.batch_id.in_(due), Job.status == JobStatus.QUEUED)
+            .values(
+                status=JobStatus.EXPIRED,
+                finished_at=now,
+                error={
+                    "message": "the batch's completion window ended before this request ran",
+                    "type": "expired",
+                    "param": None,
+                    "code": "batch_expired",
+                },
+            )
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def finalize_ready(
+    sessions: sessionmaker[Session],
+    storage: FileStorage,
+    publish_webhook: Callable[[str], Any] | None = None,
+) -> list[str]:
+    """End every active batch with no line left queued or running; a batch with a
+    `webhook_url` records its `batch.<status>` event in the same transaction."""
+    with sessions() as session:
+        ready = list(
+            session.scalars(
+                select(Batch.id)
+                .where(Batch.status.in_(ACTIVE))
+                .where(
+                    ~select(Job.id)
+                    .where(
+                        Job.batch_id == Batch.id,
+                        Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+                    )
+                    .exists()
+                )
+            )
+        )
+    for batch_id in ready:
+        delivery = _finalize(sessions, storage, batch_id)
+        if delivery is not None and publish_webhook is not None:
+            publish_webhook(delivery)  # after commit; a lost message is the sweeper's
+    return ready
+
+
+def _finalize(sessions: sessionmaker[Session], storage: FileStorage, batch_id: str) -> str | None:
+    with sessions.begin() as session:
+        claimed = session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id, Batch.status.in_(ACTIVE))
+            .values(status="finalizing", finalizing_at=utcnow())
+            .returning(Batch.owner_key, Batch.cancelling_at)
+        ).first()
+    if claimed is None:
+        return None  # another tick got it
+    files = _write_files(sessions, storage, batch_id, claimed.owner_key)
+    with sessions.begin() as session:
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        batch.usage = usage_of(session, batch_id)
+        batch.output_file_id, batch.error_file_id = files
+        now = utcnow()
+        expired = session.scalar(
+            select(func.count()).where(Job.batch_id == batch_id, Job.status == JobStatus.EXPIRED)
+        )
+        if claimed.cancelling_at is not None:
+            batch.status, batch.cancelled_at = "cancelled", now
+        elif expired:
+            batch.status, batch.expired_at = "expired", now
+        else:
+            batch.status, batch.completed_at = "completed", now
+        delivery = None
+        if batch.webhook_url:
+            event = f"batch.{batch.status}"
+            delivery = record_event(session, batch.webhook_url, event, {"id": batch_id})
+    log.info("batch %s: %s", batch_id, batch.status)
+    return delivery
+
+
+def _write_files(
+    sessions: sessionmaker[Session], storage: FileStorage, batch_id: str, owner: str
+) -> tuple[str | None, str | None]:
+    ids = {"output": new_id("file"), "error": new_id("file")}
+    counts = {"output": 0, "error": 0}
+    sizes = {"output": 0, "error": 0}
+    with (
+        storage.writer(ids["output"]) as out,
+        storage.writer(ids["error"]) as err,
+        sessions() as session,
+    ):
+        sinks = {"output": out, "error": err}
+        stmt = (
+            select(Job)
+            .where(Job.batch_id == batch_id)
+            .order_by(Job.id)
+            .execution_options(yield_per=500)
+        )
+        for job in session.scalars(stmt):
+            which, line = output_line(job)
+            data = json.dumps(line).encode() + b"\n"
+            sinks[which].write(data)
+            counts[which] += 1
+            sizes[which] += len(data)
+    now = utcnow()
+    kept: dict[str, str | None] = {}
+    with sessions.begin() as session:
+        for which in ("output", "error"):
+            if counts[which] == 0:
+                storage.delete(ids[which])
+                kept[which] = None
+                continue
+            session.add(
+                File(
+                    id=ids[which],
+                    owner_key=owner,
+                    purpose="batch_output",
+                    filename=f"{batch_id}_{which}.jsonl",
+                    bytes=sizes[which],
+                    storage_key=ids[which],
+                    created_at=now,
+                )
+            )
+            kept[which] = ids[which]
+    return kept["output"], kept["error"]

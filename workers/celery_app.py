@@ -1,0 +1,155 @@
+"""The Celery app of the execute workers, and the per-process resources its tasks use."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init, worker_process_init, worker_shutdown
+
+from models.contract import (
+    BATCH_TICK_TASK,
+    EXECUTE_TASK,
+    LAGO_DRAIN_TASK,
+    LAGO_ENTITLEMENT_TASK,
+    POST_CALL_TASK,
+    QUEUE_NORMAL,
+    QUEUE_POST_CALL,
+    QUEUES,
+    SWEEP_TASK,
+    WEBHOOK_QUEUE,
+    WEBHOOK_TASK,
+    broker_options,
+    queue_for_priority,
+)
+from models.fleet_config import ConfigError
+from models.settings import WorkerSettings
+from workers import observability
+from workers.delayed import Waker
+from workers.resources import WorkerContext, build_context
+
+__all__ = ["FleetCelery", "app", "create_app", "publish_webhook"]
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_SECONDS = 30.0
+BATCH_TICK_SECONDS = 1.0
+LAGO_DRAIN_SECONDS = 5.0
+
+
+class FleetCelery(Celery):
+    """A Celery app that carries the process's WorkerContext once a worker starts."""
+
+    fleet_settings: WorkerSettings
+    context: WorkerContext | None = None
+    waker: Waker | None = None
+
+    def get_context(self) -> WorkerContext:
+        if self.context is None:
+            # Outside a worker (a beat process, a script): build on first use.
+            self.context = _build(self.fleet_settings)
+        return self.context
+
+
+def create_app(settings: WorkerSettings | None = None) -> FleetCelery:
+    settings = settings or WorkerSettings()
+    app = FleetCelery(
+        "llmfleet",
+        broker=settings.broker_url,
+        include=["workers.tasks", "workers.batch_tasks", "workers.accounting_tasks"],
+    )
+    app.fleet_settings = settings
+    app.conf.update(
+        broker_options(settings.visibility_timeout),
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=QUEUE_NORMAL,
+        worker_hijack_root_logger=False,
+        # Task events cost about 1 ms of CPU per task (docs/BENCHMARKS.md): off unless
+        # asked for (`llmfleet worker --events`, or `celery control enable_events`).
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        beat_schedule={
+            "sweep": {"task": SWEEP_TASK, "schedule": SWEEP_INTERVAL_SECONDS},
+            "batch-tick": {"task": BATCH_TICK_TASK, "schedule": BATCH_TICK_SECONDS},
+            "lago-drain": {"task": LAGO_DRAIN_TASK, "schedule": LAGO_DRAIN_SECONDS},
+            "lago-entitlements": {
+                "task": LAGO_ENTITLEMENT_TASK,
+                "schedule": settings.entitlement_ttl / 2,
+            },
+        },
+    )
+    app.conf.task_routes = {
+        SWEEP_TASK: {"queue": QUEUES[0]},
+        BATCH_TICK_TASK: {"queue": QUEUES[0]},
+        WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE},
+        POST_CALL_TASK: {"queue": QUEUE_POST_CALL},
+        LAGO_DRAIN_TASK: {"queue": QUEUE_POST_CALL},
+        LAGO_ENTITLEMENT_TASK: {"queue": QUEUE_POST_CALL},
+    }
+    return app
+
+
+app = create_app()
+observability.install(app)
+
+
+def _start(sender: Any = None, **_: Any) -> None:
+    """Size the process's resources (HTTP and Redis pools) to the pool Celery really
+    runs, whatever `-c` said, rather than to the environment's default."""
+    if app.context is None:
+        settings = app.fleet_settings
+        concurrency = getattr(sender, "concurrency", None)
+        if isinstance(concurrency, int) and concurrency > 0:
+            settings = settings.model_copy(update={"concurrency": concurrency})
+        try:
+            app.context = _build(settings)
+        except ConfigError as exc:
+            # Celery logs and swallows a signal handler's exception: SystemExit stops
+            # the worker here, at start, rather than failing every job later.
+            log.critical("llmfleet worker cannot start: %s", exc)
+            raise SystemExit(f"llmfleet worker: {exc}") from None
+
+
+def _build(settings: WorkerSettings) -> WorkerContext:
+    ctx = build_context(settings)
+    ctx.publish_post_call = publish_post_call
+    return ctx
+
+
+def publish_post_call(job_id: str, claim: int) -> None:
+    app.send_task(POST_CALL_TASK, args=[job_id, claim], queue=QUEUE_POST_CALL)
+
+
+def _start_waker(**_: Any) -> None:
+    """One waker per worker node re-publishes jobs whose wait for capacity is over."""
+    ctx = app.get_context()
+    app.waker = Waker(ctx.delayed, _publish_execute)
+    app.waker.start()
+
+
+def _publish_execute(job_id: str, priority: int) -> None:
+    app.send_task(EXECUTE_TASK, args=[job_id], queue=queue_for_priority(priority))
+
+
+def publish_webhook(delivery_id: str) -> None:
+    app.send_task(WEBHOOK_TASK, args=[delivery_id], queue=WEBHOOK_QUEUE)
+
+
+def _stop(**_: Any) -> None:
+    if app.waker is not None:
+        app.waker.stop()
+    if app.context is not None:
+        app.context.close()
+        app.context = None
+
+
+# threads and gevent pools run tasks in the main process (worker_init); prefork runs
+# them in children (worker_process_init). Either way the context is built once.
+worker_init.connect(_start, weak=False)
+worker_init.connect(_start_waker, weak=False)
+worker_process_init.connect(_start, weak=False)
+worker_shutdown.connect(_stop, weak=False)

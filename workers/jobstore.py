@@ -1,0 +1,325 @@
+"""The job row's state machine, as plain functions over a sessionmaker.
+
+The claim is one conditional UPDATE: whichever delivery of a job's message wins it
+runs the job; a duplicate delivery finds the row no longer `queued` and does nothing.
+A claim carries a lease; a `running` row whose lease has passed (its worker died)
+may be claimed again, and `attempts` fences the older worker out.
+
+An end state and its webhook event (if the job asked for one) are written in the same
+transaction; the caller publishes the returned delivery ids once it has committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.tables import Job, JobAttempt, JobStatus, utcnow
+from models.webhooks import record_job_event
+from workers.providers.base import Usage
+
+__all__ = [
+    "AttemptRecord",
+    "Claim",
+    "Outcome",
+    "Stored",
+    "claim",
+    "defer",
+    "finish",
+    "requeue_stale",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    job_id: str
+    attempt: int
+    kind: str
+    model: str
+    request: dict[str, Any]
+    deadline: dt.datetime | None
+    priority: int = 5
+    tags: tuple[str, ...] = ()
+    wait_reason: str | None = None
+    #: The tenant (`owner_key`): a key id, or `master`.
+    owner: str = "master"
+    batch_id: str | None = None
+    #: Tokens charged to the key's tpm at intake (None: not admitted by key limits).
+    estimated_tokens: int | None = None
+    #: Response-cache lifetime (seconds); None = not cached.
+    cache_ttl: int | None = None
+    #: Since when the job could run: queued, or the end of its wait for capacity.
+    queued_since: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One provider call, written with the outcome in the same transaction."""
+
+    model_group: str
+    deployment_id: str
+    error_class: str | None
+    status_code: int | None
+    latency_ms: int
+    started_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: JobStatus
+    deployment_id: str | None = None
+    served_group: str | None = None
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    usage: Usage | None = None
+    #: Served from the response cache: no call, no usage, cost 0.
+    cached: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The status written, and the webhook deliveries to publish now it is committed."""
+
+    status: JobStatus
+    webhooks: tuple[str, ...] = ()
+
+
+def claim(sessions: sessionmaker[Session], job_id: str, lease_seconds: float) -> Claim | None:
+    now = utcnow()
+    stmt = (
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.cancel_requested.is_(False),
+            or_(
+                Job.status == JobStatus.QUEUED,
+                and_(Job.status == JobStatus.RUNNING, Job.lease_until < now),
+            ),
+        )
+        .values(
+            status=JobStatus.RUNNING,
+            attempts=Job.attempts + 1,
+            started_at=now,
+            lease_until=now + dt.timedelta(seconds=lease_seconds),
+        )
+        .returning(
+            Job.attempts,
+            Job.kind,
+            Job.model,
+            Job.request,
+            Job.deadline,
+            Job.priority,
+            Job.meta,
+            Job.wait_reason,
+            Job.owner_key,
+            Job.batch_id,
+            Job.estimated_tokens,
+            Job.cache_ttl,
+            Job.queued_at,
+            Job.not_before,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    with sessions.begin() as session:
+        row = session.execute(stmt).first()
+    if row is None:
+        return None
+    return Claim(
+        job_id,
+        row.attempts,
+        row.kind,
+        row.model,
+        row.request,
+        row.deadline,
+        priority=row.priority,
+        tags=_tags(row.meta),
+        wait_reason=row.wait_reason,
+        owner=row.owner_key,
+        batch_id=row.batch_id,
+        estimated_tokens=row.estimated_tokens,
+        cache_ttl=row.cache_ttl,
+        queued_since=max((t for t in (row.queued_at, row.not_before) if t), default=None),
+    )
+
+
+def _tags(meta: dict[str, Any] | None) -> tuple[str, ...]:
+    """`metadata.tags` as a list, or a comma-separated string (metadata values are
+    strings in OpenAI's shape)."""
+    raw = (meta or {}).get("tags")
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if not isinstance(raw, list):
+        return ()
+    return tuple(t.strip() for t in raw if isinstance(t, str) and t.strip())
+
+
+def _locked_running(session: Session, claimed: Claim) -> Job | None:
+    """The job row, locked, if this worker still holds its claim."""
+    return session.scalars(
+        select(Job)
+        .where(
+            Job.id == claimed.job_id,
+            Job.attempts == claimed.attempt,
+            Job.status == JobStatus.RUNNING,
+        )
+        .with_for_update()
+    ).first()
+
+
+def _record_attempts(
+    session: Session, job: Job, claimed: Claim, records: list[AttemptRecord]
+) -> None:
+    job.calls = (job.calls or 0) + len(records)
+    session.add_all(
+        JobAttempt(
+            job_id=job.id,
+            claim=claimed.attempt,
+            model_group=r.model_group,
+            deployment_id=r.deployment_id,
+            error_class=r.error_class,
+            status_code=r.status_code,
+            latency_ms=r.latency_ms,
+            started_at=r.started_at,
+        )
+        for r in records
+    )
+
+
+def defer(
+    sessions: sessionmaker[Session],
+    claimed: Claim,
+    not_before: dt.datetime,
+    reason: str,
+    records: list[AttemptRecord],
+) -> Stored | None:
+    """Give the job back to the queue until `not_before` (waiting for capacity).
+    Returns `queued`, or `cancelled` when a cancel arrived meanwhile, or None when the
+    claim was lost."""
+    with sessions.begin() as session:
+        job = _locked_running(session, claimed)
+        if job is None:
+            return None
+        _record_attempts(session, job, claimed, records)
+        if job.cancel_requested:
+            _cancel(job)
+            return Stored(JobStatus.CANCELLED, _webhooks(session, job))
+        job.status = JobStatus.QUEUED
+        job.lease_until = None
+        job.not_before = not_before
+        job.wait_reason = reason
+        job.published_at = utcnow()
+        return Stored(JobStatus.QUEUED)
+
+
+def _store_usage(job: Job, usage: Usage) -> None:
+    job.prompt_tokens = usage.prompt_tokens
+    job.completion_tokens = usage.completion_tokens
+    job.total_tokens = usage.total_tokens
+    job.cached_tokens = usage.cached_tokens
+    job.cache_creation_tokens = usage.cache_creation_tokens
+    job.reasoning_tokens = usage.reasoning_tokens
+
+
+def _cancel(job: Job) -> None:
+    job.status = JobStatus.CANCELLED
+    job.finished_at = utcnow()
+    job.lease_until = None
+    job.error = {
+        "message": "the job was cancelled while it ran",
+        "type": "cancelled",
+        "param": None,
+        "code": "job_cancelled",
+    }
+
+
+def _webhooks(session: Session, job: Job) -> tuple[str, ...]:
+    delivery_id = record_job_event(session, job.id, job.webhook_url, job.status)
+    return (delivery_id,) if delivery_id else ()
+
+
+def is_cancel_requested(sessions: sessionmaker[Session], job_id: str) -> bool:
+    with sessions() as session:
+        return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def finish(
+    sessions: sessionmaker[Session],
+    claimed: Claim,
+    outcome: Outcome,
+    records: list[AttemptRecord] | None = None,
+) -> Stored | None:
+    """Store the outcome in one transaction if this worker still holds the claim.
+
+    A cancel requested while the call ran wins: the job ends `cancelled`; the tokens
+    the call consumed are still recorded. Returns what was stored, or None when the
+    claim was lost.
+    """
+    with sessions.begin() as session:
+        job = _locked_running(session, claimed)
+        if job is None:
+            return None
+        _record_attempts(session, job, claimed, records or [])
+        job.deployment_id = outcome.deployment_id
+        job.served_group = outcome.served_group
+        if outcome.usage is not None:
+            _store_usage(job, outcome.usage)
+        if outcome.cached:
+            job.cached, job.cost = True, Decimal(0)
+        job.not_before = None
+        if job.cancel_requested:
+            _cancel(job)
+        else:
+            job.status = outcome.status
+            job.finished_at = utcnow()
+            job.lease_until = None
+            job.response = outcome.response
+            job.error = outcome.error
+        return Stored(JobStatus(job.status), _webhooks(session, job))
+
+
+def requeue_stale(
+    sessions: sessionmaker[Session], grace_seconds: float = 30.0, limit: int = 500
+) -> list[tuple[str, int]]:
+    """Jobs whose message may be lost: queued but never published, running past
+    their lease (the worker died and the broker lost the message), or waiting for
+    capacity well past their wake time (the wake-up was lost). They go back to
+    `queued` and are returned as (id, priority) to be published again."""
+    now = utcnow()
+    unpublished_before = now - dt.timedelta(seconds=grace_seconds)
+    with sessions.begin() as session:
+        rows = session.execute(
+            select(Job.id, Job.priority)
+            .where(
+                or_(
+                    and_(
+                        Job.status == JobStatus.QUEUED,
+                        Job.published_at.is_(None),
+                        Job.queued_at < unpublished_before,
+                    ),
+                    and_(Job.status == JobStatus.RUNNING, Job.lease_until < now),
+                    and_(Job.status == JobStatus.QUEUED, Job.not_before < unpublished_before),
+                )
+            )
+            .order_by(Job.id)
+            .limit(limit)
+        ).all()
+        ids = [r.id for r in rows]
+        if ids:
+            session.execute(
+                update(Job)
+                .where(Job.id.in_(ids), Job.status == JobStatus.RUNNING, Job.lease_until < now)
+                .values(status=JobStatus.QUEUED, lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+            session.execute(
+                update(Job)
+                .where(Job.id.in_(ids))
+                .values(published_at=now, not_before=None)
+                .execution_options(synchronize_session=False)
+            )
+    return [(r.id, r.priority) for r in rows]

@@ -1,0 +1,400 @@
+"""The mock OpenAI-compatible provider: a real HTTP server for tests, demos and benchmarks.
+
+Workers talk to it exactly as to OpenAI, so the whole path is exercised for real. Plain
+async Starlette keeps a slow request one sleeping coroutine: thousands fit in a process.
+
+Per valid request: max_concurrency overflow -> 429; hang; latency; then the outcome a
+`[mock:...]` directive in the last user message asks for, else a random 429/500/malformed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import itertools
+import math
+import os
+import random
+import re
+import struct
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from models.mock_config import MockConfig
+
+__all__ = ["CONFIG_ENV", "create_app", "create_app_from_env", "serve"]
+
+CONFIG_ENV = "LLMFLEET_MOCK_CONFIG"
+MODEL_ID = "mock-model"
+CONTEXT_WINDOW = 8192
+CALL_TIMES_KEPT = 100_000
+CLIENT_CLOSED = 499  # nginx's code: the client gave up before the answer was ready
+_DIRECTIVE = re.compile(r"\[mock:([a-z_]+)(?:=([^\]]*))?\]")
+_KNOWN = frozenset(HTTPStatus)
+_SECONDS = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_USAGE = "use status=400..599, latency=SECONDS, malformed or context_window"
+_MALFORMED = b'{"id": "chatcmpl-mock-malformed", "object": "chat.completion", "choices": [{'
+_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "requests",  # what OpenAI sends for request-rate limits
+}
+_MODEL = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "llmfleet-mock"}
+
+Json = dict[str, Any]
+Build = Callable[[MockConfig, int], Json]
+
+
+class _Invalid(Exception):
+    """A bad request body, carried up to one place that turns it into a 400."""
+
+    def __init__(self, message: str, param: str | None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def _error(status: int, text: str, param: str | None = None, code: str | None = None) -> Response:
+    default = "server_error" if status >= 500 else "invalid_request_error"
+    kind = _TYPES.get(status, default)
+    body = {"error": {"message": text, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+def _too_many(config: MockConfig, reason: str) -> Response:
+    """Every 429 carries Retry-After (and OpenAI's -ms twin) unless configured off."""
+    response = _error(429, f"mock error 429: {reason}", code="rate_limit_exceeded")
+    if (seconds := config.retry_after) is not None:
+        text = str(int(seconds)) if seconds.is_integer() else str(seconds)
+        response.headers.update({"retry-after": text, "retry-after-ms": str(round(seconds * 1000))})
+    return response
+
+
+def _malformed() -> Response:
+    return Response(_MALFORMED, status_code=200, media_type="application/json")
+
+
+def _status_reply(config: MockConfig, status: int) -> Response:
+    if status == 400:
+        return _error(400, "mock error 400: this request was refused by the mock provider")
+    if status == 429:
+        return _too_many(config, "too many requests")
+    reason = HTTPStatus(status).phrase.lower() if status in _KNOWN else "unassigned status code"
+    return _error(status, f"mock error {status}: {reason}")
+
+
+def _context_window(prompt_tokens: int, window: int = CONTEXT_WINDOW) -> Response:
+    message = (
+        f"This model's maximum context length is {window} tokens. However, your "
+        f"messages resulted in {max(prompt_tokens, window + 1)} tokens. "
+        "Please reduce the length of the messages."
+    )
+    return _error(400, message, param="messages", code="context_length_exceeded")
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A validated request: what steers its faults and how to build its success body."""
+
+    directive_text: str
+    prompt_tokens: int
+    build: Build
+
+
+@dataclass
+class _Directives:
+    latency: float | None = None
+    outcome: Callable[[MockConfig], Response] | None = None
+
+
+def _directives(text: str, prompt_tokens: int) -> _Directives:
+    """Read `[mock:...]` directives, so a test can script one request's fate exactly."""
+    found = _Directives()
+    for match in _DIRECTIVE.finditer(text):
+        name, value = match.group(1), match.group(2) or ""
+        if name == "status" and value.isdigit() and 400 <= int(value) <= 599:
+            found.outcome = functools.partial(_status_reply, status=int(value))
+        elif name == "latency" and _SECONDS.fullmatch(value):
+            found.latency = float(value)
+        elif name == "malformed" and match.group(2) is None:
+            found.outcome = lambda _config: _malformed()
+        elif name == "context_window" and match.group(2) is None:
+            found.outcome = lambda _config: _context_window(prompt_tokens)
+        else:
+            raise _Invalid(f"unsupported mock directive {match.group(0)!r}; {_USAGE}", "messages")
+    return found
+
+
+def _content_text(content: Any) -> str:
+    """Join the text of a string content or of the "text" parts of a list content."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict)]
+        return " ".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def _optional_int(body: Json, name: str, minimum: int) -> int | None:
+    value = body.get(name)
+    if value is not None and (type(value) is not int or value < minimum):  # rejects bools too
+        raise _Invalid(f"'{name}' must be an integer of at least {minimum}", name)
+    return value
+
+
+def _require_model(body: Any) -> str:
+    if not isinstance(body, dict):
+        raise _Invalid("the request body must be a JSON object", None)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _Invalid("'model' is required and must be a non-empty string", "model")
+    return model
+
+
+def _parse_chat(body: Any) -> _Call:
+    model = _require_model(body)
+    messages = body.get("messages")
+    if not (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)):
+        raise _Invalid("'messages' must be a non-empty list of message objects", "messages")
+    if body.get("stream"):
+        raise _Invalid("the mock provider does not stream; send stream=false", "stream")
+    n = _optional_int(body, "n", 1) or 1
+    limit = _optional_int(body, "max_completion_tokens", 1)
+    limit = limit if limit is not None else _optional_int(body, "max_tokens", 1)
+    texts = [_content_text(m.get("content")) for m in messages]
+    users = [t for m, t in zip(messages, texts, strict=True) if m.get("role") == "user"]
+    last_user = users[-1] if users else ""
+    prompt_tokens = max(1, sum(len(t.split()) for t in texts))
+
+    def build(config: MockConfig, number: int) -> Json:
+        reply = f"Echo: {last_user}" if config.reply == "echo" else config.reply
+        words = reply.split()
+        finish = "stop"
+        if limit is not None and len(words) > limit:
+            reply, words, finish = " ".join(words[:limit]), words[:limit], "length"
+        message = {"role": "assistant", "content": reply}
+        choice = {"message": message, "finish_reason": finish, "logprobs": None}
+        completion = len(words) * n
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion}
+        return {
+            "id": f"chatcmpl-mock-{number}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": i, **choice} for i in range(n)],
+            "usage": usage | {"total_tokens": prompt_tokens + completion},
+            "system_fingerprint": None,
+        }
+
+    return _Call(last_user, prompt_tokens, build)
+
+
+def _vector(text: str) -> list[float]:
+    """Eight unit-length floats from the text's hash: stable across runs and processes."""
+    raw = struct.unpack("<8i", hashlib.sha256(text.encode()).digest())
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [round(x / norm, 6) for x in raw]
+
+
+def _parse_embeddings(body: Any) -> _Call:
+    model = _require_model(body)
+    given = body.get("input")
+    inputs = [given] if isinstance(given, str) else given
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+        raise _Invalid("'input' must be a string or a non-empty list of strings", "input")
+    prompt_tokens = max(1, sum(len(t.split()) for t in inputs))
+
+    def build(_config: MockConfig, _number: int) -> Json:
+        data = [
+            {"object": "embedding", "index": i, "embedding": _vector(t)}
+            for i, t in enumerate(inputs)
+        ]
+        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+        return {"object": "list", "data": data, "model": model, "usage": usage}
+
+    return _Call(inputs[-1], prompt_tokens, build)
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:  # not JSON, or not even UTF-8
+        raise _Invalid("the request body is not valid JSON", None) from None
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _pause(request: Request, seconds: float) -> bool:
+    """Sleep unless the client hangs up first (abandoned hangs must free their slot)."""
+    if seconds <= 0:
+        return True
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    done, _ = await asyncio.wait({watcher}, timeout=seconds)
+    if watcher in done:
+        return False
+    watcher.cancel()
+    return True
+
+
+@dataclass
+class _Stats:
+    calls: int = 0
+    by_status: Counter[int] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    call_times: deque[float] = field(default_factory=lambda: deque(maxlen=CALL_TIMES_KEPT))
+
+    def reset(self) -> None:
+        """Zero in place: calls in flight still hold this object and will decrement it."""
+        self.calls, self.max_in_flight = 0, self.in_flight
+        self.by_status.clear()
+        self.call_times.clear()
+
+    def as_json(self) -> Json:
+        return {
+            "calls": self.calls,
+            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "call_times": list(self.call_times),
+        }
+
+
+class _MockProvider:
+    """All state of one app instance; the routes are its bound methods."""
+
+    def __init__(self, config: MockConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.stats = _Stats()
+        self.numbers = itertools.count(1)
+
+    async def chat(self, request: Request) -> Response:
+        return await self._observed(request, _parse_chat)
+
+    async def embeddings(self, request: Request) -> Response:
+        return await self._observed(request, _parse_embeddings)
+
+    async def _observed(self, request: Request, parse: Callable[[Any], _Call]) -> Response:
+        self.stats.calls += 1
+        self.stats.call_times.append(time.time())
+        try:
+            call = parse(await _json_body(request))
+            directives = _directives(call.directive_text, call.prompt_tokens)
+        except _Invalid as exc:
+            response: Response = _error(400, str(exc), param=exc.param)
+        else:
+            response = await self._admitted(request, call, directives)
+        self.stats.by_status[response.status_code] += 1
+        return response
+
+    async def _admitted(self, request: Request, call: _Call, directives: _Directives) -> Response:
+        config, stats = self.config, self.stats
+        if config.max_concurrency is not None and stats.in_flight >= config.max_concurrency:
+            return _too_many(config, f"more than {config.max_concurrency} requests in flight")
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            return await self._faulted(request, config, call, directives)
+        finally:
+            stats.in_flight -= 1
+
+    async def _faulted(
+        self, request: Request, config: MockConfig, call: _Call, directives: _Directives
+    ) -> Response:
+        delay = config.hang_seconds if self.rng.random() < config.hang_rate else 0.0
+        latency = directives.latency
+        delay += latency if latency is not None else config.sample_latency(self.rng)
+        if not await _pause(request, delay):
+            return _error(CLIENT_CLOSED, "mock error 499: the client closed the connection")
+        if directives.outcome is not None:
+            return directives.outcome(config)
+        if config.context_window is not None and call.prompt_tokens > config.context_window:
+            return _context_window(call.prompt_tokens, config.context_window)
+        draw = self.rng.random()
+        if draw < config.rate_429:
+            return _too_many(config, "rate limit reached")
+        draw -= config.rate_429
+        if draw < config.error_rate:
+            return _error(500, "mock error 500: the mock provider failed on purpose")
+        if draw - config.error_rate < config.malformed_rate:
+            return _malformed()
+        return JSONResponse(call.build(config, next(self.numbers)))
+
+    async def models(self, _request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [_MODEL]})
+
+    async def get_stats(self, _request: Request) -> Response:
+        return JSONResponse(self.stats.as_json())
+
+    async def reset(self, _request: Request) -> Response:
+        self.stats.reset()
+        return JSONResponse(self.stats.as_json())
+
+    async def config_endpoint(self, request: Request) -> Response:
+        """GET shows the live config; PUT merges fields into it, so a test can turn faults on."""
+        if request.method == "GET":
+            return JSONResponse(self.config.model_dump())
+        try:
+            changes = await _json_body(request)
+            if not isinstance(changes, dict):
+                raise _Invalid("the body must be an object of MockConfig fields", None)
+            config = MockConfig.model_validate(self.config.model_dump() | changes)
+        except _Invalid as exc:
+            return _error(400, str(exc), param=exc.param)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(str(part) for part in first["loc"])
+            return _error(400, f"{name}: {first['msg']}", param=name or None)
+        if "seed" in changes:
+            self.rng = random.Random(config.seed)
+        self.config = config
+        return JSONResponse(config.model_dump())
+
+
+def create_app(config: MockConfig) -> Starlette:
+    """Build one independent mock provider; each app has its own stats, config and RNG."""
+    mock = _MockProvider(config)
+    routes = [
+        Route("/v1/chat/completions", mock.chat, methods=["POST"]),
+        Route("/v1/embeddings", mock.embeddings, methods=["POST"]),
+        Route("/v1/models", mock.models, methods=["GET"]),
+        Route("/_mock/stats", mock.get_stats, methods=["GET"]),
+        Route("/_mock/reset", mock.reset, methods=["POST"]),
+        Route("/_mock/config", mock.config_endpoint, methods=["GET", "PUT"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def create_app_from_env() -> Starlette:
+    """Uvicorn factory (`workers.mock_provider.server:create_app_from_env`) for multi-worker
+    or reload runs, where the config can only travel through the environment."""
+    raw = os.environ.get(CONFIG_ENV, "").strip()
+    return create_app(MockConfig.model_validate_json(raw) if raw else MockConfig())
+
+
+def serve(config: MockConfig, host: str, port: int) -> None:
+    """Run in the foreground; shutdown gives in-flight calls 1 s, so hangs can't stall teardown."""
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )

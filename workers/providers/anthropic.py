@@ -1,0 +1,397 @@
+"""The Anthropic Messages protocol (`POST /v1/messages`), for Claude deployments.
+
+Why a module of its own: a job stores an OpenAI chat-completions request and an OpenAI
+`chat.completion`, and Anthropic's wire shape differs where it matters: the system
+prompt is a top-level field, roles must alternate, tool calls and tool results are
+content blocks, `max_tokens` is required, and cached prompt tokens are counted apart
+from `input_tokens`. Pure converters translate both ways and never mutate their input;
+one boundary maps Anthropic's typed errors into `errors`; the I/O comes last. The
+transport boundary, `Retry-After` and JSON reading are the OpenAI module's, shared.
+
+Finish reasons (Anthropic `stop_reason` -> OpenAI `finish_reason`):
+
+    end_turn                        stop
+    stop_sequence                   stop
+    pause_turn                      stop    (a server-tool loop paused; resend to go on)
+    max_tokens                      length
+    model_context_window_exceeded   length
+    tool_use                        tool_calls
+    refusal                         content_filter
+    absent or unknown               stop
+
+Errors: the body's `error.type` (`_TYPE_ERRORS`) is more specific than the HTTP status
+(`openai.error_class_for_status`) and wins; a bad request whose message says the prompt
+is too long is a ContextWindowExceededError. 429 carries `retry-after`; 529 overloaded
+and other 5xx are UnavailableError; transport failures, timeouts and non-JSON replies
+map as in the OpenAI module; a 2xx without a `content` list is MalformedResponseError.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2 as httpx
+
+from models.fleet_config import Deployment
+from workers.providers import errors, openai
+from workers.providers.base import CallOptions, ProviderResult, Usage, openai_usage
+from workers.providers.params import check_params
+
+__all__ = [
+    "FINISH_REASONS",
+    "SUPPORTED",
+    "AnthropicProtocol",
+    "build_messages_request",
+    "error_from_response",
+    "parse_message",
+    "usage_from_anthropic",
+]
+
+DEFAULT_API_BASE = "https://api.anthropic.com"
+#: Pinned: 2026-10-21 (anthropic SDK 2.x's default) refuses `temperature` and `top_p`.
+ANTHROPIC_VERSION = "2023-06-01"
+#: Anthropic requires `max_tokens`; OpenAI callers often leave it out.
+DEFAULT_MAX_TOKENS = 4096
+
+#: OpenAI parameters this protocol translates; `n` is accepted only when it is 1.
+SUPPORTED = frozenset(
+    {"max_tokens", "max_completion_tokens", "stop", "temperature", "top_p", "user"}
+    | {"tools", "tool_choice", "parallel_tool_calls"}
+)
+
+FINISH_REASONS: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+#: Anthropic's error types (with the status they come with) -> the error tree.
+_TYPE_ERRORS: dict[str, type[errors.ProviderError]] = {
+    "invalid_request_error": errors.BadRequestError,  # 400
+    "request_too_large": errors.BadRequestError,  # 413
+    "authentication_error": errors.AuthenticationError,  # 401
+    "billing_error": errors.PermissionDeniedError,  # 402: useless until someone pays
+    "permission_error": errors.PermissionDeniedError,  # 403
+    "not_found_error": errors.NotFoundError,  # 404
+    "rate_limit_error": errors.RateLimitedError,  # 429
+    "api_error": errors.UnavailableError,  # 500
+    "timeout_error": errors.ProviderTimeoutError,  # 504
+    "overloaded_error": errors.UnavailableError,  # 529
+}
+
+_CONTEXT_WINDOW_HINTS = ("prompt is too long", "context window", "context length")
+
+
+# --- request: OpenAI chat completions -> Anthropic Messages -------------------------
+
+
+def messages_url(deployment: Deployment, default_base: str) -> str:
+    """`{base}/v1/messages`; an `api_base` that already ends in `/v1` or `/v1/messages`
+    (LiteLLM configs have both) is completed, not doubled."""
+    base = (deployment.litellm_params.api_base or default_base).rstrip("/")
+    if base.endswith("/v1/messages"):
+        return base
+    if base.endswith("/v1"):
+        return f"{base}/messages"
+    return f"{base}/v1/messages"
+
+
+def auth_headers(deployment: Deployment) -> dict[str, str]:
+    headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+    if deployment.litellm_params.api_key is not None:
+        headers["x-api-key"] = deployment.litellm_params.api_key.get_secret_value()
+    return headers
+
+
+def build_messages_request(
+    provider: str, deployment: Deployment, body: dict[str, Any], default_base: str, drop: bool
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """URL, headers and Anthropic body for one OpenAI chat-completions `body`."""
+    supported = SUPPORTED | ({"n"} if body.get("n") in (None, 1) else set())
+    body = check_params(body, supported, provider, drop)
+    try:
+        system, messages = convert_messages(provider, body.get("messages") or [])
+        tools = convert_tools(provider, body.get("tools") or [])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise _bad(provider, f"malformed messages or tools ({exc!r})", "messages") from exc
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    payload: dict[str, Any] = {
+        "model": deployment.litellm_params.provider_model,
+        "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+        "messages": messages,
+    }
+    if system:
+        payload["system"] = system
+    for key in ("temperature", "top_p"):
+        if body.get(key) is not None:
+            payload[key] = body[key]
+    stop = body.get("stop")
+    if stop:
+        payload["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if tools:
+        payload["tools"] = tools
+    choice = convert_tool_choice(provider, body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if tools and choice is not None:  # a tool_choice means nothing without tools
+        payload["tool_choice"] = choice
+    if body.get("user"):
+        payload["metadata"] = {"user_id": body["user"]}
+    return messages_url(deployment, default_base), auth_headers(deployment), payload
+
+
+def convert_messages(
+    provider: str, messages: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """System text blocks, and turns that alternate: consecutive turns of one role
+    (tool results are user turns) are merged, never padded with invented ones."""
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.extend(_content_blocks(provider, message.get("content")))
+            continue
+        if role == "user":
+            blocks = _content_blocks(provider, message.get("content"))
+        elif role == "assistant":
+            blocks = _assistant_blocks(provider, message)
+        elif role == "tool":
+            role, blocks = "user", [_tool_result_block(provider, message)]
+        else:
+            raise _bad(provider, f"messages with role {role!r} are not supported", "messages")
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return system, turns
+
+
+def _content_blocks(provider: str, content: Any) -> list[dict[str, Any]]:
+    """OpenAI message content (a string or a list of parts) as Anthropic blocks; empty
+    text is left out, as Anthropic refuses empty text blocks."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise _bad(provider, "message `content` must be a string or a list", "messages")
+    blocks = []
+    for part in content:
+        ptype = part.get("type") if isinstance(part, dict) else None
+        if ptype == "text":
+            if not part.get("text"):
+                continue
+            block: dict[str, Any] = {"type": "text", "text": part["text"]}
+        elif ptype == "image_url":
+            block = _image_block(provider, part.get("image_url"))
+        else:
+            raise _bad(provider, f"content parts of type {ptype!r} are not supported", "messages")
+        if isinstance(part, dict) and part.get("cache_control"):
+            block["cache_control"] = dict(part["cache_control"])
+        blocks.append(block)
+    return blocks
+
+
+def _image_block(provider: str, image_url: Any) -> dict[str, Any]:
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    if not isinstance(url, str):
+        raise _bad(provider, "an `image_url` part needs a `url`", "messages")
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    header, comma, data = url.partition(",")
+    if not (header.startswith("data:") and header.endswith(";base64") and comma):
+        raise _bad(provider, "image URLs must be http(s) or base64 data: URLs", "messages")
+    media_type = header.removeprefix("data:").removesuffix(";base64")
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+
+
+def _assistant_blocks(provider: str, message: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks = _content_blocks(provider, message.get("content"))
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+        except (TypeError, ValueError) as exc:
+            raise _bad(provider, "tool call `arguments` must be a JSON object", "messages") from exc
+        if not isinstance(arguments, dict):
+            raise _bad(provider, "tool call `arguments` must be a JSON object", "messages")
+        blocks.append(
+            {"type": "tool_use", "id": call["id"], "name": function["name"], "input": arguments}
+        )
+    return blocks
+
+
+def _tool_result_block(provider: str, message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    content = content if isinstance(content, str) else _content_blocks(provider, content)
+    return {"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": content}
+
+
+def convert_tools(provider: str, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    converted = []
+    for tool in tools:
+        function = tool.get("function")
+        if tool.get("type") != "function" or not isinstance(function, dict):
+            raise _bad(provider, "only `function` tools are supported", "tools")
+        entry: dict[str, Any] = {
+            "name": function["name"],
+            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if function.get("description"):
+            entry["description"] = function["description"]
+        converted.append(entry)
+    return converted
+
+
+def convert_tool_choice(
+    provider: str, choice: Any, parallel_tool_calls: bool | None
+) -> dict[str, Any] | None:
+    """OpenAI `tool_choice` (and `parallel_tool_calls: false`) as Anthropic's."""
+    converted: dict[str, Any] | None
+    if choice is None:
+        converted = None if parallel_tool_calls is not False else {"type": "auto"}
+    elif choice in ("auto", "required", "none"):
+        converted = {"type": {"auto": "auto", "required": "any", "none": "none"}[choice]}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        converted = {"type": "tool", "name": choice["function"]["name"]}
+    else:
+        raise _bad(provider, f"unsupported `tool_choice`: {choice!r}", "tool_choice")
+    if converted is not None and parallel_tool_calls is False and converted["type"] != "none":
+        converted["disable_parallel_tool_use"] = True
+    return converted
+
+
+def _bad(provider: str, message: str, param: str) -> errors.BadRequestError:
+    return errors.BadRequestError(
+        f"{provider}: {message}", provider=provider, param=param, code="invalid_value"
+    )
+
+
+# --- response: Anthropic Message -> OpenAI chat.completion --------------------------
+
+
+def usage_from_anthropic(raw: Any, provider: str) -> Usage:
+    """Anthropic counts cache reads and writes apart from `input_tokens`; the
+    normalized `prompt_tokens` includes both."""
+    if not isinstance(raw, dict):
+        raise _malformed(provider, "has no `usage`")
+    try:
+        fresh = int(raw.get("input_tokens") or 0)
+        read = int(raw.get("cache_read_input_tokens") or 0)
+        written = int(raw.get("cache_creation_input_tokens") or 0)
+        completion = int(raw.get("output_tokens") or 0)
+    except (TypeError, ValueError) as exc:
+        raise _malformed(provider, "has a malformed `usage`") from exc
+    prompt = fresh + read + written
+    total = prompt + completion
+    return Usage(prompt, completion, total, cached_tokens=read, cache_creation_tokens=written)
+
+
+def parse_message(provider: str, data: Any, created: int) -> ProviderResult:
+    """An Anthropic `message` as an OpenAI `chat.completion` made at `created`."""
+    if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+        raise _malformed(provider, "has no `content` list")
+    usage = usage_from_anthropic(data.get("usage"), provider)
+    try:
+        message = _openai_message(data["content"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise _malformed(provider, "has a malformed content block") from exc
+    finish_reason = FINISH_REASONS.get(data.get("stop_reason") or "", "stop")
+    choice = {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
+    response = {
+        "id": str(data.get("id") or ""),
+        "object": "chat.completion",
+        "created": created,
+        "model": str(data.get("model") or ""),
+        "choices": [choice],
+        "usage": openai_usage(usage),
+    }
+    return ProviderResult(response=response, usage=usage)
+
+
+def _malformed(provider: str, what: str) -> errors.MalformedResponseError:
+    return errors.MalformedResponseError(f"provider reply {what}", provider=provider)
+
+
+def _openai_message(content: list[Any]) -> dict[str, Any]:
+    """Text blocks joined; tool_use blocks as tool calls; other blocks (thinking,
+    server tools) have no OpenAI counterpart and are left out."""
+    texts = [block["text"] for block in content if block.get("type") == "text"]
+    calls = [
+        {
+            "id": block["id"],
+            "type": "function",
+            "function": {"name": block["name"], "arguments": json.dumps(block["input"])},
+        }
+        for block in content
+        if block.get("type") == "tool_use"
+    ]
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+# --- the error boundary ------------------------------------------------------------
+
+
+def error_from_response(provider: str, response: httpx.Response) -> errors.ProviderError:
+    """Map a non-2xx reply to the error tree; `error.type` is more specific than the
+    status, and a too-long prompt is a context-window error."""
+    try:
+        err = response.json().get("error")
+    except (ValueError, AttributeError):
+        err = None
+    err = err if isinstance(err, dict) else {}
+    etype = err.get("type") if isinstance(err.get("type"), str) else None
+    message = str(err.get("message") or f"provider answered HTTP {response.status_code}")
+    cls = _TYPE_ERRORS.get(etype or "") or openai.error_class_for_status(response.status_code)
+    if cls is errors.BadRequestError and any(h in message.lower() for h in _CONTEXT_WINDOW_HINTS):
+        cls = errors.ContextWindowExceededError
+    return cls(message, provider=provider, code=etype, retry_after=openai.retry_after(response))
+
+
+# --- the I/O ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnthropicProtocol:
+    """`name` is the provider prefix; `default_base` is used when a deployment has no
+    `api_base`."""
+
+    name: str = "anthropic"
+    default_base: str = DEFAULT_API_BASE
+
+    def chat(
+        self,
+        client: httpx.Client,
+        deployment: Deployment,
+        body: dict[str, Any],
+        options: CallOptions,
+    ) -> ProviderResult:
+        url, headers, payload = build_messages_request(
+            self.name, deployment, body, self.default_base, options.drop_params
+        )
+        data = openai.post_json(
+            client, self.name, url, headers, payload, options.timeout, error_from_response
+        )
+        return parse_message(self.name, data, int(time.time()))
+
+    def embed(
+        self,
+        client: httpx.Client,
+        deployment: Deployment,
+        body: dict[str, Any],
+        options: CallOptions,
+    ) -> ProviderResult:
+        raise errors.BadRequestError(
+            f"{self.name} has no embeddings endpoint; route embeddings to another provider",
+            provider=self.name,
+            code="unsupported_operation",
+        )

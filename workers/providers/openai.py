@@ -1,0 +1,244 @@
+"""The OpenAI Chat Completions and Embeddings protocol, for OpenAI itself and every
+server that speaks it (vLLM, llama.cpp, Groq, Together, ... and the project's mock).
+Pure converters first, then the error boundary, then the I/O."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2 as httpx
+
+from models.fleet_config import Deployment
+from workers.providers import errors
+from workers.providers.base import CallOptions, ProviderResult, Usage
+
+__all__ = [
+    "OpenAIProtocol",
+    "build_chat_request",
+    "error_from_response",
+    "map_transport_errors",
+    "parse_chat_response",
+    "parse_embeddings_response",
+    "usage_from_openai",
+]
+
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+
+
+def auth_headers(deployment: Deployment) -> dict[str, str]:
+    params = deployment.litellm_params
+    headers = {"Content-Type": "application/json"}
+    if params.api_key is not None:
+        headers["Authorization"] = f"Bearer {params.api_key.get_secret_value()}"
+    if params.organization:
+        headers["OpenAI-Organization"] = params.organization
+    return headers
+
+
+def build_chat_request(
+    deployment: Deployment, body: dict[str, Any], default_base: str | None
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """URL, headers and JSON body for one call; `body` is copied, never mutated."""
+    base = (deployment.litellm_params.api_base or default_base or "").rstrip("/")
+    payload = dict(body)
+    payload["model"] = deployment.litellm_params.provider_model
+    return f"{base}/chat/completions", auth_headers(deployment), payload
+
+
+def usage_from_openai(raw: Any, provider: str) -> Usage:
+    """OpenAI's usage object, details included, as a normalized Usage."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise errors.MalformedResponseError(
+            "provider reply has a malformed `usage`", provider=provider
+        )
+    try:
+        prompt = int(raw.get("prompt_tokens") or 0)
+        completion = int(raw.get("completion_tokens") or 0)
+        total = int(raw.get("total_tokens") or prompt + completion)
+        prompt_details = raw.get("prompt_tokens_details") or {}
+        completion_details = raw.get("completion_tokens_details") or {}
+        return Usage(
+            prompt,
+            completion,
+            total,
+            cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+            cache_creation_tokens=int(prompt_details.get("cache_creation_tokens") or 0),
+            reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise errors.MalformedResponseError(
+            "provider reply has a malformed `usage`", provider=provider
+        ) from exc
+
+
+def parse_chat_response(provider: str, data: Any) -> ProviderResult:
+    """Validate the parts of a `chat.completion` the fleet relies on."""
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise errors.MalformedResponseError(
+            "provider reply has no `choices` list", provider=provider
+        )
+    usage = usage_from_openai(data.get("usage"), provider)
+    response = dict(data)
+    response.setdefault("object", "chat.completion")
+    return ProviderResult(response=response, usage=usage)
+
+
+def parse_embeddings_response(provider: str, data: Any) -> ProviderResult:
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise errors.MalformedResponseError("provider reply has no `data` list", provider=provider)
+    usage = usage_from_openai(data.get("usage"), provider)
+    return ProviderResult(response=dict(data), usage=usage)
+
+
+_STATUS_ERRORS: dict[int, type[errors.ProviderError]] = {
+    400: errors.BadRequestError,
+    401: errors.AuthenticationError,
+    403: errors.PermissionDeniedError,
+    404: errors.NotFoundError,
+    408: errors.ProviderTimeoutError,
+    409: errors.UnavailableError,
+    413: errors.BadRequestError,
+    422: errors.BadRequestError,
+    429: errors.RateLimitedError,
+}
+
+
+def error_class_for_status(status: int) -> type[errors.ProviderError]:
+    cls = _STATUS_ERRORS.get(status)
+    if cls is None:
+        cls = errors.UnavailableError if status >= 500 else errors.BadRequestError
+    return cls
+
+
+def error_from_response(provider: str, response: httpx.Response) -> errors.ProviderError:
+    """Map a non-2xx reply to the error tree; the most specific class wins."""
+    message, param, code = _error_fields(response)
+    cls = error_class_for_status(response.status_code)
+    if cls is errors.BadRequestError:
+        if code == "context_length_exceeded" or "context length" in message.lower():
+            cls = errors.ContextWindowExceededError
+        elif code in ("content_filter", "content_policy_violation"):
+            cls = errors.ContentPolicyError
+    return cls(
+        message, provider=provider, param=param, code=code, retry_after=retry_after(response)
+    )
+
+
+def _error_fields(response: httpx.Response) -> tuple[str, str | None, str | None]:
+    try:
+        err = response.json().get("error")
+    except (ValueError, AttributeError):
+        err = None
+    if isinstance(err, dict):
+        message = str(err.get("message") or f"provider answered {response.status_code}")
+        param = err.get("param") if isinstance(err.get("param"), str) else None
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+        return message, param, code
+    return f"provider answered HTTP {response.status_code}", None, None
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds), when present."""
+    for header in ("retry-after-ms", "retry-after"):
+        value = response.headers.get(header)
+        if value is None:
+            continue
+        with contextlib.suppress(ValueError):
+            seconds = float(value)
+            return seconds / 1000 if header == "retry-after-ms" else seconds
+    return None
+
+
+@contextlib.contextmanager
+def map_transport_errors(provider: str) -> Iterator[None]:
+    """The transport boundary: httpx exceptions become the project's error tree,
+    chained. Shared by every protocol: the transport is the same for all."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise errors.ProviderTimeoutError(
+            "provider did not answer in time", provider=provider
+        ) from exc
+    except httpx.RemoteProtocolError as exc:
+        raise errors.StaleConnectionError(
+            "the provider closed the connection without answering", provider=provider
+        ) from exc
+    except httpx.TransportError as exc:
+        raise errors.ProviderConnectionError(
+            f"cannot reach provider: {type(exc).__name__}", provider=provider
+        ) from exc
+
+
+def read_json(provider: str, response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except ValueError as exc:
+        raise errors.MalformedResponseError(
+            "provider reply is not valid JSON", provider=provider
+        ) from exc
+
+
+def post_json(
+    client: httpx.Client,
+    provider: str,
+    url: str,
+    headers: dict[str, str],
+    payload: dict[str, Any],
+    timeout: float,
+    map_error: Callable[[str, httpx.Response], errors.ProviderError] | None = None,
+) -> Any:
+    """POST JSON and read a JSON reply, every error mapped to the tree: the transport
+    here, a non-2xx reply by the protocol's `map_error` (OpenAI's by default)."""
+    with map_transport_errors(provider):
+        response = client.post(url, headers=headers, json=payload, timeout=timeout)
+    if response.status_code >= 400:
+        raise (map_error or error_from_response)(provider, response)
+    return read_json(provider, response)
+
+
+@dataclass(frozen=True)
+class OpenAIProtocol:
+    """`name` is the provider prefix; `default_base` is used when a deployment has no
+    `api_base` (None means one is required)."""
+
+    name: str
+    default_base: str | None = DEFAULT_API_BASE
+
+    def chat(
+        self,
+        client: httpx.Client,
+        deployment: Deployment,
+        body: dict[str, Any],
+        options: CallOptions,
+    ) -> ProviderResult:
+        url, headers, payload = build_chat_request(deployment, body, self.default_base)
+        return parse_chat_response(self.name, self._post(client, url, headers, payload, options))
+
+    def embed(
+        self,
+        client: httpx.Client,
+        deployment: Deployment,
+        body: dict[str, Any],
+        options: CallOptions,
+    ) -> ProviderResult:
+        url, headers, payload = build_chat_request(deployment, body, self.default_base)
+        url = url.removesuffix("/chat/completions") + "/embeddings"
+        return parse_embeddings_response(
+            self.name, self._post(client, url, headers, payload, options)
+        )
+
+    def _post(
+        self,
+        client: httpx.Client,
+        url: str,
+        headers: dict[str, str],
+        payload: dict[str, Any],
+        options: CallOptions,
+    ) -> Any:
+        return post_json(client, self.name, url, headers, payload, options.timeout)

@@ -1,0 +1,96 @@
+"""Per-process resources, built once when a worker process starts and handed to tasks."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx2 as httpx
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import make_engine, make_sessionmaker
+from models.fleet_config import ConfigError, FleetConfig, load_fleet_config
+from models.settings import WorkerSettings
+from workers.delayed import DelayedJobs
+from workers.hooks import Hooks, load_hooks
+from workers.providers import check_providers
+from workers.router import Router
+
+__all__ = ["WorkerContext", "build_context", "load_checked_config"]
+
+KEEPALIVE_EXPIRY_S = 3.0
+
+
+def _no_post_call_publisher(job_id: str, claim: int) -> None:
+    raise RuntimeError("no post-call publisher configured for this process")
+
+
+@dataclass
+class WorkerContext:
+    settings: WorkerSettings
+    config: FleetConfig
+    engine: Engine
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    http: httpx.Client
+    router: Router
+    delayed: DelayedJobs
+    rng: random.Random = field(default_factory=random.Random)
+    #: Publishes the post-call task of a finished claim (set by the Celery app).
+    publish_post_call: Callable[[str, int], None] = field(default=_no_post_call_publisher)
+    #: Pre- and post-call hooks of the fleet config, imported at start.
+    hooks: Hooks = field(default_factory=Hooks)
+
+    def close(self) -> None:
+        self.http.close()
+        self.redis.close()
+        self.engine.dispose()
+
+
+def load_checked_config(settings: WorkerSettings) -> FleetConfig:
+    """The fleet config, with every provider known: a bad config stops the worker at
+    start, not at the first job."""
+    if settings.config_path is None:
+        raise ConfigError("LLMFLEET_CONFIG is not set: the worker needs a fleet config")
+    config = load_fleet_config(settings.config_path)
+    problems = check_providers(config)
+    if problems:
+        raise ConfigError("invalid fleet config:\n  " + "\n  ".join(problems))
+    return config
+
+
+def build_context(settings: WorkerSettings) -> WorkerContext:
+    config = load_checked_config(settings)
+    hooks = load_hooks(config.llmfleet_settings)
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    # One pool for the whole process, sized to the number of calls it may hold at once.
+    # Idle connections are dropped before the usual 5 s server-side idle timeout, so a
+    # call rarely lands on a socket the server is closing.
+    limits = httpx.Limits(
+        max_connections=settings.concurrency + 16,
+        max_keepalive_connections=settings.concurrency + 16,
+        keepalive_expiry=KEEPALIVE_EXPIRY_S,
+    )
+    http = httpx.Client(limits=limits, timeout=httpx.Timeout(config.router_settings.timeout))
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=10,
+        max_connections=settings.concurrency + 8,
+        health_check_interval=30,
+    )
+    rng = random.Random()
+    return WorkerContext(
+        settings=settings,
+        config=config,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        redis=client,
+        http=http,
+        router=Router(config, client, rng),
+        delayed=DelayedJobs(client),
+        rng=rng,
+        hooks=hooks,
+    )
