@@ -7,6 +7,9 @@ flight at 2 s latency (on a private PostgreSQL cluster too: bench/private_pg.py)
 
     /work/venv/bin/python bench/compare.py --jobs 5000 --latency 0,2 --workers 2 -c 500
 
+Redis is a private redis-server on --redis-port (bench/private_redis.py), PostgreSQL a
+private cluster (bench/private_pg.py).
+
 Targets: fleet CPU per job <= 0.5 x LiteLLM's CPU per request; fleet jobs/s >= 2 x
 LiteLLM's requests/s; one process within 1.2 x of ideal time at 1,000 in flight.
 Writes bench/results/compare.json (and each side's JSON beside it).
@@ -25,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ is not installed
 
 from private_pg import private_postgres
+from private_redis import DEFAULT_PORT, private_redis
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -119,11 +123,15 @@ def main() -> None:
     parser.add_argument("--dbs", default="7,8", help="Redis dbs of the fleet: state,broker")
     parser.add_argument("--pool-jobs", type=int, default=4000, help="bench/pools.py --jobs")
     parser.add_argument("--skip-pools", action="store_true", help="no in-flight check")
+    parser.add_argument(
+        "--redis-port", type=int, default=DEFAULT_PORT, help="port of a private redis-server"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    pairs = [(peer(args, x), fleet(args, x)) for x in map(float, args.latency.split(","))]
-    found = [ratios(p, f) for p, f in pairs]
-    pools = {} if args.skip_pools else in_flight(args)
+    with private_redis(args.redis_port):
+        pairs = [(peer(args, x), fleet(args, x)) for x in map(float, args.latency.split(","))]
+        found = [ratios(p, f) for p, f in pairs]
+        pools = {} if args.skip_pools else in_flight(args)
     summary = {
         "pairs": [
             {"litellm": p, "fleet": f, "ratios": r} for (p, f), r in zip(pairs, found, strict=True)

@@ -7,9 +7,11 @@ on, so none of their CPU is lost or counted twice.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 from pools import cpu_seconds
@@ -51,7 +53,9 @@ def named(name: str, where: Callable[[list[str]], bool] = lambda _: True) -> lis
 
 
 def redis_server() -> list[psutil.Process]:
-    return named("redis-server", lambda argv: bool(argv) and argv[0].endswith(":6379"))
+    """The server the fleet uses: the one on TEST_REDIS_BASE's port (default 6379)."""
+    port = urlsplit(os.environ.get("TEST_REDIS_BASE", "redis://127.0.0.1:6379")).port or 6379
+    return named("redis-server", lambda argv: bool(argv) and argv[0].endswith(f":{port}"))
 
 
 def postgres(postmaster: psutil.Process | None) -> Callable[[], list[psutil.Process]]:

@@ -80,7 +80,7 @@ class MockConfig(BaseModel):
     """How the mock provider misbehaves, so tests and benchmarks can dial in real-world faults.
 
     Random faults are drawn once per request with cumulative thresholds in the order
-    429, 500, malformed; if their rates sum past 1 the later ones get the remainder.
+    429, 500, malformed, reset; if their rates sum past 1 the later ones get the remainder.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -104,6 +104,12 @@ class MockConfig(BaseModel):
     )
     malformed_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Fraction answered 200 with a non-JSON body."
+    )
+    reset_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Fraction whose TCP connection is reset instead of answered.",
     )
     max_concurrency: int | None = Field(
         default=None, ge=1, description="Requests in flight beyond this get an immediate 429."

@@ -108,6 +108,11 @@ def entitlement_wallet(lago_wallet_id: str) -> str:
 #: Sorted set of jobs waiting for capacity: member "job_id|priority", score = due ms.
 DELAYED_JOBS = f"{PREFIX}:delayed"
 
+#: A marker with no TTL, set once: when it is gone, this Redis lost its data (FLUSHALL,
+#: a restart without persistence), with it every message waiting in a Redis broker and
+#: the delayed set, and the sweeper publishes the queued jobs again from the database.
+EPOCH = f"{PREFIX}:epoch"
+
 #: rpm: a sliding window of call start times (exact at the limit). A call stays in it
 #: for the window plus a guard, so that the jitter between admitting a call and the
 #: provider receiving it cannot put rpm + 1 calls into one of the provider's windows.

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.batch_lines import MAX_BYTES
 from models.webhooks import secret_key
 
 __all__ = ["ApiSettings", "CommonSettings", "FlowerSettings", "WorkerSettings"]
@@ -61,10 +62,12 @@ class CommonSettings(BaseSettings):
         return hmac.new(master, b"llmfleet virtual key hashing v1", hashlib.sha256).digest()
 
     visibility_timeout: int = Field(
-        default=7200,
+        default=600,
+        ge=5,
         validation_alias="LLMFLEET_VISIBILITY_TIMEOUT",
-        description="Seconds before an unacknowledged Redis message is redelivered; "
-        "must exceed the longest job (see WorkerSettings.job_timeout).",
+        description="Seconds before Redis delivers again a message that no worker "
+        "acknowledged (its worker died holding it). A second delivery is harmless: a running "
+        "job's lease turns it away. Shorter means faster recovery after a worker dies.",
     )
 
     files_dir: Path = Field(
@@ -175,6 +178,22 @@ class ApiSettings(CommonSettings):
         validation_alias="LLMFLEET_DEFAULT_COMPLETION_WINDOW",
         description="Deadline of a job that gives none: it waits for capacity this long.",
     )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1,
+        validation_alias="LLMFLEET_MAX_BODY_BYTES",
+        description="Largest request body of a JSON route; a bigger one is refused with 413 "
+        "before anything is stored.",
+    )
+    max_file_bytes: int = Field(
+        default=MAX_BYTES,
+        ge=1,
+        le=MAX_BYTES,
+        validation_alias="LLMFLEET_MAX_FILE_BYTES",
+        description="Largest batch input: an upload to /v1/files (file content; multipart "
+        "framing is allowed on top) or the body of /v1/messages/batches. It may only be "
+        "lowered: batch validation caps a file at 200 MiB.",
+    )
 
 
 class WorkerSettings(CommonSettings):
@@ -185,8 +204,16 @@ class WorkerSettings(CommonSettings):
     job_timeout: float = Field(
         default=1800.0,
         validation_alias="LLMFLEET_JOB_TIMEOUT",
-        description="Upper bound of one attempt (all provider retries included); the claim "
-        "lease lasts this long, and a lease past it may be taken over.",
+        description="Upper bound of one attempt (all provider retries included): a live "
+        "worker renews its lease on a job for at most this long.",
+    )
+    lease_seconds: float = Field(
+        default=60.0,
+        ge=3.0,
+        validation_alias="LLMFLEET_LEASE_SECONDS",
+        description="A worker's claim on a running job lasts this long and is renewed every "
+        "third of it; the jobs of a worker that dies go to another within about one lease "
+        "plus a sweep.",
     )
     db_pool_size: int = Field(default=20, validation_alias="LLMFLEET_WORKER_DB_POOL")
     metrics_port: int = Field(

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import redis
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from models.db import make_engine, make_sessionmaker
 from models.fleet_config import ConfigError, load_fleet_config
@@ -15,8 +15,9 @@ from models.key_limits import KeyLimiter
 from models.logging_setup import configure_logging
 from models.settings import ApiSettings
 from models.storage import LocalFileStorage
+from producer_api.body_limit import BodyLimit
 from producer_api.context import ApiContext
-from producer_api.errors import install_error_handlers
+from producer_api.errors import install_error_handlers, reject_nul_params
 from producer_api.metrics import install_metrics
 from producer_api.publish import Publisher
 from producer_api.routes import (
@@ -37,6 +38,11 @@ from producer_api.routes import (
 from producer_api.waiters import JobWaiters
 
 __all__ = ["create_app"]
+
+#: Routes whose body is a batch input, held to LLMFLEET_MAX_FILE_BYTES.
+LARGE_BODY_ROUTES = (("POST", "/v1/files"), ("POST", "/v1/messages/batches"))
+#: Room for an upload's multipart boundaries, part headers and `purpose` field.
+MULTIPART_FRAMING = 64 * 1024
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -82,8 +88,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version="0.1.0",
         description="Durable LLM completion jobs on a fleet of router-aware workers.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_nul_params)],
     )
     install_error_handlers(app)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        large_limit=settings.max_file_bytes + MULTIPART_FRAMING,
+        large_routes=LARGE_BODY_ROUTES,
+    )
     app.include_router(health.router)
     install_metrics(app, settings, config)
     app.include_router(jobs.router)

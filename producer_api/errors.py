@@ -7,9 +7,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["ApiError", "install_error_handlers"]
+__all__ = [
+    "API_ERRORS",
+    "BODY_ERRORS",
+    "CONFLICT_ERRORS",
+    "RATE_ERRORS",
+    "ApiError",
+    "ErrorResponse",
+    "error_body",
+    "error_responses",
+    "install_error_handlers",
+    "reject_nul_params",
+]
 
 _TYPE_FOR_STATUS = {
     400: "invalid_request_error",
@@ -21,6 +34,49 @@ _TYPE_FOR_STATUS = {
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
+
+_DESCRIPTION = {
+    400: "Bad request",
+    401: "Missing or unknown API key",
+    403: "The key may not do this",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Request body over the limit",
+    422: "Invalid request",
+    429: "Rate limit, budget or usage cap reached",
+    502: "The provider failed",
+    504: "The call did not finish in time",
+}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape, the body of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route or router: these status codes answer an ErrorResponse
+    (422 included, replacing FastAPI's own validation-error schema)."""
+    return {code: {"model": ErrorResponse, "description": _DESCRIPTION[code]} for code in codes}
+
+
+#: What any keyed route may answer: a refused value (400), key (401), permission (403),
+#: an unknown id or model (404), an invalid request (422).
+API_ERRORS = error_responses(400, 401, 403, 404, 422)
+#: A route with a request body may also answer 413 (producer_api.body_limit).
+BODY_ERRORS = error_responses(413)
+#: A route that creates work may also answer 429 (rate limit, budget, usage cap).
+RATE_ERRORS = error_responses(429)
+#: A route that changes a resource's state may also answer 409.
+CONFLICT_ERRORS = error_responses(409)
 
 
 class ApiError(Exception):
@@ -83,7 +139,34 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _data_error(_: Request, exc: Exception) -> JSONResponse:
+    """A value the database cannot store (an integer past its column's range, a NUL
+    character in a text column): the client's data, so 400; nothing was committed. The
+    message never echoes the statement or its parameters."""
+    return JSONResponse(
+        error_body(
+            "a value cannot be stored: an integer is out of range (at most 2147483647) "
+            "or a text contains a NUL character",
+            "invalid_request_error",
+            code="invalid_value",
+        ),
+        status_code=400,
+    )
+
+
+def reject_nul_params(request: Request) -> None:
+    """An app-wide dependency: query and path parameters are compared with text
+    columns, which cannot hold U+0000; refuse such a value naming the parameter."""
+    params = [*request.path_params.items(), *request.query_params.multi_items()]
+    for name, value in params:
+        if isinstance(value, str) and "\x00" in value:
+            raise ApiError(
+                400, f"{name}: must not contain NUL characters", param=name, code="invalid_value"
+            )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

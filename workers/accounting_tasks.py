@@ -1,4 +1,4 @@
-"""Thin tasks of the accounting side: post-call (per finished claim), the Lago drain
+"""Thin tasks of the accounting side: post-call (a claim left unpriced), the Lago drain
 (beat, every few seconds) and the entitlement refresh (beat, every TTL/2), each of the
 beat tasks one at a time across the fleet."""
 
@@ -9,7 +9,6 @@ import logging
 import secrets
 from collections.abc import Iterator
 
-from models.budgets import add_spend, budgets_for
 from models.contract import LAGO_DRAIN_TASK, LAGO_ENTITLEMENT_TASK, POST_CALL_TASK
 from models.redis_keys import (
     ENTITLEMENT_REFRESH_LOCK,
@@ -17,8 +16,7 @@ from models.redis_keys import (
     LAGO_DRAIN_LOCK,
     LAGO_DRAIN_LOCK_TTL_MS,
 )
-from models.tables import utcnow
-from workers import metrics
+from workers.accounting import charge as charges
 from workers.accounting import entitlement, lago
 from workers.accounting.billing import billing_for
 from workers.accounting.post_call import record_spend
@@ -29,17 +27,13 @@ log = logging.getLogger(__name__)
 
 @app.task(name=POST_CALL_TASK, ignore_result=True)
 def post_call(job_id: str, claim: int) -> None:
+    """The recovery path of a claim that ended without its spend row (the worker ends
+    a job together with its charge): price it, write it once, count it in budgets."""
     ctx = app.get_context()
     billing = billing_for(ctx.sessions, job_id)
     result = record_spend(ctx.sessions, ctx.config, ctx.settings, job_id, claim, billing)
-    if result.created and result.cost is not None:
-        owner = result.owner_key
-        with ctx.sessions() as session:
-            budgets = budgets_for(session, owner, billing.customer_id)
-            if budgets:
-                add_spend(session, ctx.redis, budgets, result.cost, utcnow())
-    if result.created:
-        metrics.cost_known(result.model_group or "", result.owner_key, result.cost)
+    if result.created and result.owner_key is not None:
+        charges.settle(ctx, result.owner_key, result.model_group or "", result.cost)
         log.info(
             "job %s claim %d: cost %s, %d usage event(s)", job_id, claim, result.cost, result.events
         )

@@ -60,7 +60,7 @@ def dispatch(
     share = math.ceil(room / len(batch_ids))
     published = 0
     for batch_id in batch_ids:
-        with sessions.begin() as session:
+        with sessions() as session:
             ids = list(
                 session.scalars(
                     select(Job.id)
@@ -73,10 +73,19 @@ def dispatch(
                     .limit(min(share, room - published))
                 )
             )
-            if ids:
-                session.execute(update(Job).where(Job.id.in_(ids)).values(published_at=utcnow()))
-        for job_id in ids:  # after commit: a crash in between leaves them to the sweeper
+        # Publish, then mark: a crash in between leaves lines unmarked, and the next tick
+        # publishes them again (a second message is turned away by the claim). Marking
+        # first would leave them marked with no message, waiting for nobody.
+        for job_id in ids:
             publish(job_id)
+        if ids:
+            with sessions.begin() as session:
+                session.execute(
+                    update(Job)
+                    .where(Job.id.in_(ids), Job.published_at.is_(None))
+                    .values(published_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
         published += len(ids)
         if published >= room:
             break

@@ -29,7 +29,7 @@ from workers import observability
 from workers.delayed import Waker
 from workers.resources import WorkerContext, build_context
 
-__all__ = ["FleetCelery", "app", "create_app", "publish_webhook"]
+__all__ = ["FleetCelery", "app", "create_app", "publish_execute", "publish_webhook"]
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +127,11 @@ def publish_post_call(job_id: str, claim: int) -> None:
 def _start_waker(**_: Any) -> None:
     """One waker per worker node re-publishes jobs whose wait for capacity is over."""
     ctx = app.get_context()
-    app.waker = Waker(ctx.delayed, _publish_execute)
+    app.waker = Waker(ctx.delayed, publish_execute)
     app.waker.start()
 
 
-def _publish_execute(job_id: str, priority: int) -> None:
+def publish_execute(job_id: str, priority: int) -> None:
     app.send_task(EXECUTE_TASK, args=[job_id], queue=queue_for_priority(priority))
 
 

@@ -12,6 +12,7 @@ from models.logging_setup import bind_log_context
 from models.redis_keys import JOB_EVENTS_CHANNEL
 from models.tables import JobStatus, utcnow
 from workers import jobstore, metrics
+from workers.accounting import charge as charges
 from workers.key_usage import settle_job
 from workers.resources import WorkerContext
 from workers.runner import Deferral, JobRun
@@ -27,7 +28,7 @@ def execute_job(
     """Returns the status stored (QUEUED when the job now waits), or None when this
     delivery had nothing to do. `publish_webhook` sends the webhook task of a delivery
     recorded with the job's end."""
-    claimed = jobstore.claim(ctx.sessions, job_id, lease_seconds=ctx.settings.job_timeout)
+    claimed = jobstore.claim(ctx.sessions, job_id, lease_seconds=ctx.settings.lease_seconds)
     if claimed is None:
         log.info("job %s: not claimable (done, running elsewhere or cancelled)", job_id)
         return None
@@ -60,19 +61,26 @@ def _finish(
     records: list[jobstore.AttemptRecord],
     publish_webhook: Callable[[str], None],
 ) -> JobStatus | None:
-    stored = jobstore.finish(ctx.sessions, claimed, outcome, records)
+    """Store the end with its charge (spend row and usage events) in one transaction;
+    then settle key limits and budgets, which live in Redis."""
+    charge = charges.prepare(ctx, claimed, outcome)
+    stored = jobstore.finish(ctx.sessions, claimed, outcome, records, charge)
     settle_job(ctx, claimed, stored, outcome)
     status = _ended(ctx, claimed, stored, outcome.deployment_id, publish_webhook)
-    if status is not None and outcome.usage is not None:
-        metrics.tokens_used(claimed, outcome.served_group, outcome.usage)
-    if status is not None and outcome.usage is not None and outcome.usage.total_tokens:
+    if status is None or stored is None or outcome.usage is None:
+        return status
+    metrics.tokens_used(claimed, outcome.served_group, outcome.usage)
+    if charge is not None and stored.charged:
+        charges.settle(ctx, claimed.owner, charge.model_group, charge.cost)
+    elif charge is None and outcome.usage.total_tokens and not outcome.cached:
         _post_call(ctx, claimed)
     return status
 
 
 def _post_call(ctx: WorkerContext, claimed: jobstore.Claim) -> None:
-    """Cost and usage reporting run on their own queue. If this message is lost the
-    sweeper finds the claim without a spend row and sends it again."""
+    """A claim that used tokens but could not be priced here is priced by the post-call
+    task. If this message is lost the sweeper finds the claim without a spend row and
+    sends it again."""
     try:
         ctx.publish_post_call(claimed.job_id, claimed.attempt)
     except Exception as exc:

@@ -5,8 +5,9 @@ runs the job; a duplicate delivery finds the row no longer `queued` and does not
 A claim carries a lease; a `running` row whose lease has passed (its worker died)
 may be claimed again, and `attempts` fences the older worker out.
 
-An end state and its webhook event (if the job asked for one) are written in the same
-transaction; the caller publishes the returned delivery ids once it has committed.
+An end state, its webhook event (if the job asked for one) and the claim's charge (spend
+row and usage events, priced by the caller) are written in the same transaction; the
+caller publishes the returned delivery ids once it has committed.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Update, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.tables import Job, JobAttempt, JobStatus, utcnow
@@ -25,6 +26,7 @@ from workers.providers.base import Usage
 
 __all__ = [
     "AttemptRecord",
+    "Charge",
     "Claim",
     "Outcome",
     "Stored",
@@ -87,6 +89,17 @@ class Stored:
 
     status: JobStatus
     webhooks: tuple[str, ...] = ()
+    #: The claim's charge was written with it (False: none given, or already there).
+    charged: bool = False
+
+
+class Charge(Protocol):
+    """What a claim cost, priced before `finish` (see workers.accounting.post_call)."""
+
+    @property
+    def cost(self) -> Decimal | None: ...
+
+    def write(self, session: Session, called_at: dt.datetime) -> bool: ...
 
 
 def claim(sessions: sessionmaker[Session], job_id: str, lease_seconds: float) -> Claim | None:
@@ -175,19 +188,27 @@ def _record_attempts(
     session: Session, job: Job, claimed: Claim, records: list[AttemptRecord]
 ) -> None:
     job.calls = (job.calls or 0) + len(records)
-    session.add_all(
-        JobAttempt(
-            job_id=job.id,
-            claim=claimed.attempt,
-            model_group=r.model_group,
-            deployment_id=r.deployment_id,
-            error_class=r.error_class,
-            status_code=r.status_code,
-            latency_ms=r.latency_ms,
-            started_at=r.started_at,
+    _insert_attempts(session, claimed, records)
+
+
+def _insert_attempts(session: Session, claimed: Claim, records: list[AttemptRecord]) -> None:
+    if records:
+        session.execute(
+            insert(JobAttempt),
+            [
+                {
+                    "job_id": claimed.job_id,
+                    "claim": claimed.attempt,
+                    "model_group": r.model_group,
+                    "deployment_id": r.deployment_id,
+                    "error_class": r.error_class,
+                    "status_code": r.status_code,
+                    "latency_ms": r.latency_ms,
+                    "started_at": r.started_at,
+                }
+                for r in records
+            ],
         )
-        for r in records
-    )
 
 
 def defer(
@@ -207,7 +228,9 @@ def defer(
         _record_attempts(session, job, claimed, records)
         if job.cancel_requested:
             _cancel(job)
-            return Stored(JobStatus.CANCELLED, _webhooks(session, job))
+            return Stored(
+                JobStatus.CANCELLED, _webhooks(session, job.id, job.webhook_url, job.status)
+            )
         job.status = JobStatus.QUEUED
         job.lease_until = None
         job.not_before = not_before
@@ -216,29 +239,36 @@ def defer(
         return Stored(JobStatus.QUEUED)
 
 
-def _store_usage(job: Job, usage: Usage) -> None:
-    job.prompt_tokens = usage.prompt_tokens
-    job.completion_tokens = usage.completion_tokens
-    job.total_tokens = usage.total_tokens
-    job.cached_tokens = usage.cached_tokens
-    job.cache_creation_tokens = usage.cache_creation_tokens
-    job.reasoning_tokens = usage.reasoning_tokens
+def _usage_values(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "cache_creation_tokens": usage.cache_creation_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
+
+
+CANCELLED_WHILE_RUNNING: dict[str, Any] = {
+    "message": "the job was cancelled while it ran",
+    "type": "cancelled",
+    "param": None,
+    "code": "job_cancelled",
+}
 
 
 def _cancel(job: Job) -> None:
     job.status = JobStatus.CANCELLED
     job.finished_at = utcnow()
     job.lease_until = None
-    job.error = {
-        "message": "the job was cancelled while it ran",
-        "type": "cancelled",
-        "param": None,
-        "code": "job_cancelled",
-    }
+    job.error = CANCELLED_WHILE_RUNNING
 
 
-def _webhooks(session: Session, job: Job) -> tuple[str, ...]:
-    delivery_id = record_job_event(session, job.id, job.webhook_url, job.status)
+def _webhooks(
+    session: Session, job_id: str, webhook_url: str | None, status: str
+) -> tuple[str, ...]:
+    delivery_id = record_job_event(session, job_id, webhook_url, status)
     return (delivery_id,) if delivery_id else ()
 
 
@@ -252,34 +282,68 @@ def finish(
     claimed: Claim,
     outcome: Outcome,
     records: list[AttemptRecord] | None = None,
+    charge: Charge | None = None,
 ) -> Stored | None:
-    """Store the outcome in one transaction if this worker still holds the claim.
+    """Store the outcome, its attempts and its charge in one transaction if this worker
+    still holds the claim.
 
     A cancel requested while the call ran wins: the job ends `cancelled`; the tokens
-    the call consumed are still recorded. Returns what was stored, or None when the
-    claim was lost.
+    the call consumed are still recorded and charged. Returns what was stored, or None
+    when the claim was lost (then nothing is written).
     """
+    records = records or []
+    now = utcnow()
     with sessions.begin() as session:
-        job = _locked_running(session, claimed)
-        if job is None:
+        ended = session.execute(
+            _end(claimed, outcome, len(records), charge, now)
+            .where(Job.cancel_requested.is_(False))
+            .values(status=outcome.status, response=outcome.response, error=outcome.error)
+        ).first()
+        if ended is None:  # cancelled meanwhile, or the claim was lost
+            ended = session.execute(
+                _end(claimed, outcome, len(records), charge, now)
+                .where(Job.cancel_requested.is_(True))
+                .values(status=JobStatus.CANCELLED, error=CANCELLED_WHILE_RUNNING)
+            ).first()
+        if ended is None:
             return None
-        _record_attempts(session, job, claimed, records or [])
-        job.deployment_id = outcome.deployment_id
-        job.served_group = outcome.served_group
-        if outcome.usage is not None:
-            _store_usage(job, outcome.usage)
-        if outcome.cached:
-            job.cached, job.cost = True, Decimal(0)
-        job.not_before = None
-        if job.cancel_requested:
-            _cancel(job)
-        else:
-            job.status = outcome.status
-            job.finished_at = utcnow()
-            job.lease_until = None
-            job.response = outcome.response
-            job.error = outcome.error
-        return Stored(JobStatus(job.status), _webhooks(session, job))
+        _insert_attempts(session, claimed, records)
+        charged = charge.write(session, ended.started_at or now) if charge else False
+        webhooks = _webhooks(session, claimed.job_id, ended.webhook_url, ended.status)
+        return Stored(JobStatus(ended.status), webhooks, charged)
+
+
+def _end(
+    claimed: Claim, outcome: Outcome, calls: int, charge: Charge | None, now: dt.datetime
+) -> Update:
+    """The fenced UPDATE that ends a running claim: it matches only while the row still
+    carries this claim's attempt number and is `running`."""
+    values: dict[str, Any] = {
+        "deployment_id": outcome.deployment_id,
+        "served_group": outcome.served_group,
+        "not_before": None,
+        "finished_at": now,
+        "lease_until": None,
+    }
+    if calls:
+        values["calls"] = func.coalesce(Job.calls, 0) + calls
+    if outcome.usage is not None:
+        values.update(_usage_values(outcome.usage))
+    if outcome.cached:
+        values.update(cached=True, cost=Decimal(0))
+    elif charge is not None:
+        values["cost"] = charge.cost
+    return (
+        update(Job)
+        .where(
+            Job.id == claimed.job_id,
+            Job.attempts == claimed.attempt,
+            Job.status == JobStatus.RUNNING,
+        )
+        .values(values)
+        .returning(Job.status, Job.webhook_url, Job.started_at)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def requeue_stale(
@@ -300,6 +364,8 @@ def requeue_stale(
                         Job.status == JobStatus.QUEUED,
                         Job.published_at.is_(None),
                         Job.queued_at < unpublished_before,
+                        # batch lines wait for the dispatcher, which bounds the backlog
+                        Job.batch_id.is_(None),
                     ),
                     and_(Job.status == JobStatus.RUNNING, Job.lease_until < now),
                     and_(Job.status == JobStatus.QUEUED, Job.not_before < unpublished_before),

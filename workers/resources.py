@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import httpx2 as httpx
 import redis
+from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,6 +17,7 @@ from models.fleet_config import ConfigError, FleetConfig, load_fleet_config
 from models.settings import WorkerSettings
 from workers.delayed import DelayedJobs
 from workers.hooks import Hooks, load_hooks
+from workers.leases import Leases
 from workers.providers import check_providers
 from workers.router import Router
 
@@ -38,15 +40,25 @@ class WorkerContext:
     http: httpx.Client
     router: Router
     delayed: DelayedJobs
+    leases: Leases
+    #: The broker's Redis when it is not `redis` (its epoch marker is checked too).
+    broker_redis: Redis | None = None
     rng: random.Random = field(default_factory=random.Random)
     #: Publishes the post-call task of a finished claim (set by the Celery app).
     publish_post_call: Callable[[str, int], None] = field(default=_no_post_call_publisher)
     #: Pre- and post-call hooks of the fleet config, imported at start.
     hooks: Hooks = field(default_factory=Hooks)
 
+    def epoch_clients(self) -> list[Redis]:
+        """Every Redis whose loss of data loses jobs' messages or wake-ups."""
+        return [self.redis] + ([self.broker_redis] if self.broker_redis is not None else [])
+
     def close(self) -> None:
+        self.leases.stop()
         self.http.close()
         self.redis.close()
+        if self.broker_redis is not None:
+            self.broker_redis.close()
         self.engine.dispose()
 
 
@@ -81,16 +93,23 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
         max_connections=settings.concurrency + 8,
         health_check_interval=30,
     )
+    broker = settings.broker_url
+    broker_redis = None
+    if broker.startswith(("redis://", "rediss://")) and broker != settings.redis_url:
+        broker_redis = redis.Redis.from_url(broker, socket_timeout=10, max_connections=4)
     rng = random.Random()
+    sessions = make_sessionmaker(engine)
     return WorkerContext(
         settings=settings,
         config=config,
         engine=engine,
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
         redis=client,
         http=http,
         router=Router(config, client, rng),
         delayed=DelayedJobs(client),
+        leases=Leases(sessions, settings.lease_seconds, settings.job_timeout),
+        broker_redis=broker_redis,
         rng=rng,
         hooks=hooks,
     )

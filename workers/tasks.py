@@ -4,21 +4,39 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from celery import Task
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from models.contract import EXECUTE_TASK, SWEEP_TASK, WEBHOOK_TASK, queue_for_priority
 from models.logging_setup import log_context
-from workers import jobstore, webhooks
-from workers.celery_app import app, publish_webhook
+from workers import jobstore, recovery, webhooks
+from workers.accounting.post_call import unbilled_claims
+from workers.celery_app import app, publish_execute, publish_webhook
 from workers.execute import execute_job
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name=EXECUTE_TASK)
-def execute(job_id: str) -> None:
-    with log_context(job_id=job_id):  # every line of this job carries its ids
-        execute_job(app.get_context(), job_id, publish_webhook)
+#: The database or Redis away for a moment (a restart, a failover, a cut connection).
+TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
+RETRY_CAP_SECONDS = 30
+
+
+@app.task(name=EXECUTE_TASK, bind=True)
+def execute(self: Task, job_id: str) -> None:
+    ctx = app.get_context()
+    # every line of this job carries its ids; the lease is renewed while it runs
+    with log_context(job_id=job_id), ctx.leases.holding(job_id):
+        try:
+            execute_job(ctx, job_id, publish_webhook)
+        except TRANSIENT as exc:
+            # Acknowledging this message would lose a job that was not claimed yet: send
+            # it again later. A job claimed already stays claimed, and this second
+            # message is turned away until the sweeper hands the job on after its lease.
+            delay = min(RETRY_CAP_SECONDS, 2**self.request.retries)
+            log.warning("job %s: %s; trying again in %d s", job_id, type(exc).__name__, delay)
+            raise self.retry(countdown=delay, max_retries=None) from None
 
 
 @app.task(name=WEBHOOK_TASK, bind=True)
@@ -36,16 +54,21 @@ def webhook(self: Task, delivery_id: str) -> None:
     )
     if delay is not None:
         # A countdown message waits unacknowledged inside a worker, and Redis hands out
-        # again any message unacknowledged past the visibility timeout (2 h): a longer
-        # countdown would be delivered twice. 15 min (the backoff's cap) is far below.
+        # again a message unacknowledged past the visibility timeout: a second copy is
+        # harmless, as `deliver` sends only a due delivery it has claimed.
         self.apply_async(args=[delivery_id], countdown=min(delay, webhooks.MAX_BACKOFF_SECONDS))
 
 
 @app.task(name=SWEEP_TASK)
 def sweep() -> int:
     """Re-publish jobs and webhooks whose message may have been lost (see
-    jobstore.requeue_stale and webhooks.requeue_lost)."""
+    workers.recovery, jobstore.requeue_stale and webhooks.requeue_lost)."""
     ctx = app.get_context()
+    recovered = 0
+    if recovery.epoch_lost(ctx.epoch_clients()):
+        # Redis lost its data (or this fleet's Redis is new): messages and wake-ups with it.
+        recovered = recovery.republish_queued(ctx.sessions, ctx.delayed, publish_execute)
+        log.warning("sweep: Redis has no epoch marker; re-published %d queued job(s)", recovered)
     stale = jobstore.requeue_stale(ctx.sessions)
     for job_id, priority in stale:
         execute.apply_async(args=[job_id], queue=queue_for_priority(priority))
@@ -54,4 +77,9 @@ def sweep() -> int:
         publish_webhook(delivery_id)
     if stale or lost:
         log.warning("sweep: re-published %d job(s), %d webhook(s)", len(stale), len(lost))
-    return len(stale) + len(lost)
+    unbilled = unbilled_claims(ctx.sessions)
+    for job_id, claim in unbilled:  # ended without a spend row: price it now
+        ctx.publish_post_call(job_id, claim)
+    if unbilled:
+        log.warning("sweep: sent post-call for %d unbilled claim(s)", len(unbilled))
+    return recovered + len(stale) + len(lost)

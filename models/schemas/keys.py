@@ -14,7 +14,9 @@ from models.tenancy import ApiKey
 
 __all__ = ["KeyCreate", "KeyCreated", "KeyPublic", "KeyUpdate", "KeysPublic", "key_status"]
 
-Limit = Annotated[int, Field(ge=1)]
+#: Stored in 32-bit INTEGER columns: a larger value is a 422 naming the field.
+INT32_MAX = 2_147_483_647
+Limit = Annotated[int, Field(ge=1, le=INT32_MAX)]
 Pattern = Annotated[str, Field(min_length=1, max_length=255)]
 
 
@@ -39,7 +41,7 @@ class KeyUpdate(BaseModel):
         default=None, ge=0, le=9, description="Interactive jobs run at most at this priority."
     )
     max_batch_lines: int | None = Field(
-        default=None, ge=0, description="Batch lines queued or running at once."
+        default=None, ge=0, le=INT32_MAX, description="Batch lines queued or running at once."
     )
     cache_ttl: int | None = Field(
         default=None, ge=0, le=30 * 86400, description="Cache every response this long (s)."

@@ -25,10 +25,10 @@ from producer_api.batches_service import (
     view_batch,
 )
 from producer_api.context import ApiContext, get_context
-from producer_api.errors import ApiError
+from producer_api.errors import API_ERRORS, BODY_ERRORS, CONFLICT_ERRORS, RATE_ERRORS, ApiError
 from producer_api.routes.files import load_file
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=API_ERRORS)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]
@@ -39,7 +39,7 @@ def present(ctx: ApiContext, batch: Batch) -> BatchPublic:
     return BatchPublic.from_row(view.batch, view.counts, view.usage)
 
 
-@router.post("", response_model=None)
+@router.post("", response_model=None, responses={**BODY_ERRORS, **RATE_ERRORS})
 def post_batch(
     body: BatchCreate,
     ctx: Ctx,
@@ -125,7 +125,7 @@ def get_batch(batch_id: str, ctx: Ctx, caller: Auth) -> BatchPublic:
     return present(ctx, load_batch(ctx, caller, batch_id))
 
 
-@router.post("/{batch_id}/cancel", response_model=BatchPublic)
+@router.post("/{batch_id}/cancel", response_model=BatchPublic, responses=CONFLICT_ERRORS)
 async def post_cancel(batch_id: str, ctx: Ctx, caller: Auth) -> BatchPublic:
     batch = await run_in_threadpool(cancel_batch, ctx, caller, batch_id)
     return await run_in_threadpool(present, ctx, batch)

@@ -14,9 +14,9 @@ from models.ids import new_id
 from models.tables import utcnow
 from producer_api.auth import Caller, require_key
 from producer_api.context import ApiContext, get_context
-from producer_api.errors import ApiError
+from producer_api.errors import API_ERRORS, BODY_ERRORS, ApiError
 
-router = APIRouter(prefix="/v1/budgets", tags=["admin"])
+router = APIRouter(prefix="/v1/budgets", tags=["admin"], responses=API_ERRORS)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]
@@ -58,7 +58,7 @@ def _admin(caller: Caller) -> None:
         raise ApiError(403, "managing budgets needs the admin key", code="forbidden")
 
 
-@router.post("", response_model=BudgetPublic)
+@router.post("", response_model=BudgetPublic, responses=BODY_ERRORS)
 def create_budget(body: BudgetCreate, ctx: Ctx, caller: Auth) -> BudgetPublic:
     _admin(caller)
     if body.soft_limit is not None and body.soft_limit > body.max_spend:

@@ -16,23 +16,32 @@ from models.schemas.embeddings import EmbeddingsRequest
 from models.tables import JobStatus, utcnow
 from producer_api.auth import Caller, require_key
 from producer_api.context import ApiContext, get_context
-from producer_api.errors import ApiError, error_body
+from producer_api.errors import (
+    API_ERRORS,
+    BODY_ERRORS,
+    RATE_ERRORS,
+    ApiError,
+    error_body,
+    error_responses,
+)
 from producer_api.jobs_service import cancel_job, insert_job, wait_for_end
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=API_ERRORS)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]
+#: A sync call also answers the job's own failure (the provider's status, else 502) and 504.
+SYNC_ERRORS = {**BODY_ERRORS, **RATE_ERRORS, **error_responses(502, 504)}
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, responses=SYNC_ERRORS)
 async def chat_completions(body: ChatCompletionRequest, ctx: Ctx, caller: Auth) -> Any:
     return await run_sync(
         ctx, caller, CHAT_COMPLETIONS, body.model, body.provider_body(), body.cache_ttl()
     )
 
 
-@router.post("/v1/embeddings", response_model=None)
+@router.post("/v1/embeddings", response_model=None, responses=SYNC_ERRORS)
 async def embeddings(body: EmbeddingsRequest, ctx: Ctx, caller: Auth) -> Any:
     return await run_sync(ctx, caller, EMBEDDINGS, body.model, body.provider_body())
 

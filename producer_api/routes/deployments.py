@@ -13,9 +13,9 @@ from pydantic import BaseModel
 from models import redis_keys as rk
 from producer_api.auth import Caller, require_key
 from producer_api.context import ApiContext, get_context
-from producer_api.errors import ApiError
+from producer_api.errors import API_ERRORS, ApiError
 
-router = APIRouter(prefix="/v1/deployments", tags=["admin"])
+router = APIRouter(prefix="/v1/deployments", tags=["admin"], responses=API_ERRORS)
 
 
 class DeploymentPublic(BaseModel):

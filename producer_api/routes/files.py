@@ -11,23 +11,22 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import delete, select
 from starlette.concurrency import run_in_threadpool
 
-from models.batch_lines import MAX_BYTES
 from models.ids import new_id
 from models.schemas.files import FilePublic, FilesPublic
 from models.storage import iter_chunks
 from models.tables import File, utcnow
 from producer_api.auth import Caller, require_key
 from producer_api.context import ApiContext, get_context
-from producer_api.errors import ApiError
+from producer_api.errors import API_ERRORS, BODY_ERRORS, ApiError
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=API_ERRORS)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]
 UPLOAD_CHUNK = 1 << 20
 
 
-@router.post("", response_model=FilePublic)
+@router.post("", response_model=FilePublic, responses=BODY_ERRORS)
 async def upload_file(
     ctx: Ctx, caller: Auth, file: UploadFile, purpose: Annotated[str, Form()]
 ) -> FilePublic:
@@ -38,8 +37,9 @@ async def upload_file(
     with ctx.storage.writer(file_id) as sink:
         while chunk := await file.read(UPLOAD_CHUNK):
             size += len(chunk)
-            if size > MAX_BYTES:
-                raise ApiError(413, f"files are limited to {MAX_BYTES} bytes", param="file")
+            if size > ctx.settings.max_file_bytes:
+                limit = ctx.settings.max_file_bytes
+                raise ApiError(413, f"files are limited to {limit} bytes", param="file")
             await run_in_threadpool(sink.write, chunk)
     row = File(
         id=file_id,

@@ -13,6 +13,7 @@ from models.schemas.jobs import JobCreate, JobPublic, JobsPublic
 from models.tables import Job, JobStatus
 from producer_api.auth import Caller, require_key
 from producer_api.context import ApiContext, get_context
+from producer_api.errors import API_ERRORS, BODY_ERRORS, RATE_ERRORS
 from producer_api.jobs_service import (
     cancel_job,
     create_job,
@@ -21,13 +22,15 @@ from producer_api.jobs_service import (
     wait_for_end,
 )
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=API_ERRORS)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]
 
 
-@router.post("", status_code=202, response_model=JobPublic)
+@router.post(
+    "", status_code=202, response_model=JobPublic, responses={**BODY_ERRORS, **RATE_ERRORS}
+)
 def post_job(body: JobCreate, ctx: Ctx, caller: Auth) -> JobPublic:
     """Enqueue one chat completion; answers at once with the queued job."""
     return JobPublic.from_row(create_job(ctx, caller, body))

@@ -11,14 +11,17 @@ from models.schemas.keys import KeyCreate, KeyCreated, KeyPublic, KeysPublic, Ke
 from producer_api import keys_service
 from producer_api.auth import Caller, require_admin
 from producer_api.context import ApiContext, get_context
+from producer_api.errors import API_ERRORS, BODY_ERRORS, CONFLICT_ERRORS
 
-router = APIRouter(prefix="/v1/keys", tags=["admin"])
+router = APIRouter(prefix="/v1/keys", tags=["admin"], responses=API_ERRORS)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Admin = Annotated[Caller, Depends(require_admin)]
 
 
-@router.post("", status_code=201, response_model=KeyCreated)
+@router.post(
+    "", status_code=201, response_model=KeyCreated, responses={**BODY_ERRORS, **CONFLICT_ERRORS}
+)
 def create_key(body: KeyCreate, ctx: Ctx, _: Admin) -> KeyCreated:
     """Mint a key; the answer's `key` is shown this once."""
     row, key = keys_service.create_key(ctx, body)
@@ -51,20 +54,20 @@ def get_key(key_id: str, ctx: Ctx, _: Admin) -> KeyPublic:
     return KeyPublic.from_row(keys_service.get_key(ctx, key_id))
 
 
-@router.patch("/{key_id}", response_model=KeyPublic)
+@router.patch("/{key_id}", response_model=KeyPublic, responses={**BODY_ERRORS, **CONFLICT_ERRORS})
 def update_key(key_id: str, body: KeyUpdate, ctx: Ctx, _: Admin) -> KeyPublic:
     """Only the fields sent change; null clears a limit (unlimited) or the expiry."""
     return KeyPublic.from_row(keys_service.update_key(ctx, key_id, body))
 
 
-@router.post("/{key_id}/rotate", response_model=KeyCreated)
+@router.post("/{key_id}/rotate", response_model=KeyCreated, responses=CONFLICT_ERRORS)
 def rotate_key(key_id: str, ctx: Ctx, _: Admin) -> KeyCreated:
     """A new secret for the same key id; the old one stops working at once."""
     row, key = keys_service.rotate_key(ctx, key_id)
     return KeyCreated.with_key(row, key)
 
 
-@router.post("/{key_id}/revoke", response_model=KeyPublic)
+@router.post("/{key_id}/revoke", response_model=KeyPublic, responses=CONFLICT_ERRORS)
 def revoke_key(key_id: str, ctx: Ctx, _: Admin) -> KeyPublic:
     """For good: the key answers 401 from now on; what it owns stays readable by the
     admin."""

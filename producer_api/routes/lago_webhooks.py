@@ -47,7 +47,7 @@ from models.redis_keys import (
 )
 from models.tables import utcnow
 from producer_api.context import ApiContext, get_context
-from producer_api.errors import ApiError
+from producer_api.errors import ApiError, error_responses
 
 __all__ = ["router"]
 
@@ -60,7 +60,7 @@ Object = dict[str, Any]
 Handler = Callable[[ApiContext, Object], Awaitable[dict[str, Any]]]
 
 
-@router.post("/webhooks")
+@router.post("/webhooks", responses=error_responses(400, 401, 413))
 async def lago_webhook(request: Request, ctx: Ctx) -> dict[str, Any]:
     """Lago's webhooks (signed with the endpoint's HMAC key)."""
     body = await request.body()

@@ -28,9 +28,15 @@ from producer_api.access import model_checker
 from producer_api.auth import Caller, require_key
 from producer_api.batches_service import NewBatch, cancel_batch, create_batch, load_batch
 from producer_api.context import ApiContext, get_context
-from producer_api.errors import ApiError
+from producer_api.errors import (
+    API_ERRORS,
+    BODY_ERRORS,
+    CONFLICT_ERRORS,
+    RATE_ERRORS,
+    ApiError,
+)
 
-router = APIRouter(prefix="/v1/messages/batches", tags=["anthropic"])
+router = APIRouter(prefix="/v1/messages/batches", tags=["anthropic"], responses=API_ERRORS)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]
@@ -87,7 +93,7 @@ def _lines(body: MessageBatchCreate) -> list[bytes]:
     return out
 
 
-@router.post("")
+@router.post("", responses={**BODY_ERRORS, **RATE_ERRORS})
 def create(body: MessageBatchCreate, request: Request, ctx: Ctx, caller: Auth) -> dict[str, Any]:
     lines = _lines(body)
     report = validate_file(lines, 0, ENDPOINT, ctx.config.has_group, model_checker(ctx, caller))
@@ -137,7 +143,7 @@ def retrieve(batch_id: str, request: Request, ctx: Ctx, caller: Auth) -> dict[st
     return present(ctx, request, load_batch(ctx, caller, batch_id, "anthropic"))
 
 
-@router.post("/{batch_id}/cancel")
+@router.post("/{batch_id}/cancel", responses=CONFLICT_ERRORS)
 async def cancel(batch_id: str, request: Request, ctx: Ctx, caller: Auth) -> dict[str, Any]:
     batch = await run_in_threadpool(cancel_batch, ctx, caller, batch_id, "anthropic")
     return await run_in_threadpool(present, ctx, request, batch)

@@ -15,8 +15,9 @@ from sqlalchemy import ColumnElement, func, select
 from models.accounting import Spend
 from producer_api.auth import Caller, require_key
 from producer_api.context import ApiContext, get_context
+from producer_api.errors import API_ERRORS
 
-router = APIRouter(prefix="/v1/spend", tags=["spend"])
+router = APIRouter(prefix="/v1/spend", tags=["spend"], responses=API_ERRORS)
 
 GroupBy = Literal["key", "customer", "model", "deployment", "day"]
 

@@ -20,12 +20,13 @@ from models.schemas.tenants import (
 from models.tenancy import Customer, Team
 from producer_api.auth import Caller, require_admin
 from producer_api.context import ApiContext, get_context
+from producer_api.errors import API_ERRORS, BODY_ERRORS, CONFLICT_ERRORS
 from producer_api.tenants_service import create_tenant, get_tenant, list_tenants, update_tenant
 
 __all__ = ["customers", "teams"]
 
-teams = APIRouter(prefix="/v1/teams", tags=["admin"])
-customers = APIRouter(prefix="/v1/customers", tags=["admin"])
+teams = APIRouter(prefix="/v1/teams", tags=["admin"], responses=API_ERRORS)
+customers = APIRouter(prefix="/v1/customers", tags=["admin"], responses=API_ERRORS)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Admin = Annotated[Caller, Depends(require_admin)]
@@ -33,7 +34,9 @@ After = Annotated[str | None, Query(description="Cursor: the last id of a page."
 Limit = Annotated[int, Query(ge=1, le=100)]
 
 
-@teams.post("", status_code=201, response_model=TeamPublic)
+@teams.post(
+    "", status_code=201, response_model=TeamPublic, responses={**BODY_ERRORS, **CONFLICT_ERRORS}
+)
 def create_team(body: TeamCreate, ctx: Ctx, _: Admin) -> TeamPublic:
     return TeamPublic.from_row(create_tenant(ctx, Team, body.model_dump()))
 
@@ -51,13 +54,15 @@ def get_team(team_id: str, ctx: Ctx, _: Admin) -> TeamPublic:
     return TeamPublic.from_row(get_tenant(ctx, Team, team_id))
 
 
-@teams.patch("/{team_id}", response_model=TeamPublic)
+@teams.patch("/{team_id}", response_model=TeamPublic, responses={**BODY_ERRORS, **CONFLICT_ERRORS})
 def update_team(team_id: str, body: TeamUpdate, ctx: Ctx, _: Admin) -> TeamPublic:
     values = body.model_dump(exclude_unset=True)
     return TeamPublic.from_row(update_tenant(ctx, Team, team_id, values))
 
 
-@customers.post("", status_code=201, response_model=CustomerPublic)
+@customers.post(
+    "", status_code=201, response_model=CustomerPublic, responses={**BODY_ERRORS, **CONFLICT_ERRORS}
+)
 def create_customer(body: CustomerCreate, ctx: Ctx, _: Admin) -> CustomerPublic:
     return CustomerPublic.from_row(create_tenant(ctx, Customer, body.model_dump()))
 
@@ -75,7 +80,9 @@ def get_customer(customer_id: str, ctx: Ctx, _: Admin) -> CustomerPublic:
     return CustomerPublic.from_row(get_tenant(ctx, Customer, customer_id))
 
 
-@customers.patch("/{customer_id}", response_model=CustomerPublic)
+@customers.patch(
+    "/{customer_id}", response_model=CustomerPublic, responses={**BODY_ERRORS, **CONFLICT_ERRORS}
+)
 def update_customer(customer_id: str, body: CustomerUpdate, ctx: Ctx, _: Admin) -> CustomerPublic:
     values = body.model_dump(exclude_unset=True)
     return CustomerPublic.from_row(update_tenant(ctx, Customer, customer_id, values))

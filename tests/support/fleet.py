@@ -33,6 +33,17 @@ class MiniFleet:
     redis: redis.Redis
     procs: list[Proc] = field(default_factory=list)
     broker: Broker | None = None
+    #: What the worker processes were started with, so that a test can start another.
+    worker_env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None
+    concurrency: int = 50
+
+    def start_worker(self, name: str) -> Proc:
+        assert self.log_dir is not None
+        proc = start_worker(self.worker_env, self.log_dir, name, concurrency=self.concurrency)
+        self.workers.append(proc)
+        self.procs.append(proc)
+        return proc
 
     def client(self, key: str = MASTER_KEY) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"}
@@ -87,8 +98,10 @@ def mini_fleet(
     redis_base: str = REDIS_BASE,
     dbs: tuple[int, int] = (10, 11),
     extra_env: dict[str, str] | None = None,
+    worker_env: dict[str, str] | None = None,
 ) -> Iterator[MiniFleet]:
-    """`config` builds the fleet config from the mock URLs (name -> base URL)."""
+    """`config` builds the fleet config from the mock URLs (name -> base URL);
+    `worker_env` is added to the workers' environment only."""
     state = redis.Redis.from_url(f"{redis_base}/{dbs[0]}")
     state.flushdb()
     broker = broker_for(dbs[1]) if redis_base == REDIS_BASE else Broker(f"{redis_base}/{dbs[1]}")
@@ -122,14 +135,27 @@ def mini_fleet(
         path = log_dir / "fleet.yaml"
         path.write_text(yaml.safe_dump(config(urls)))
         env["LLMFLEET_CONFIG"] = str(path)
+        workers_env = {**env, **(worker_env or {})}
         worker_procs = [
-            start_worker(env, log_dir, f"w{i}", concurrency=concurrency) for i in range(workers)
+            start_worker(workers_env, log_dir, f"w{i}", concurrency=concurrency)
+            for i in range(workers)
         ]
         procs += worker_procs
         procs.append(start_beat(env, log_dir))
         api, api_url = start_api(env, log_dir)
         procs.append(api)
-        yield MiniFleet(api_url, urls, worker_procs, engine, state, procs, broker)
+        yield MiniFleet(
+            api_url,
+            urls,
+            worker_procs,
+            engine,
+            state,
+            procs,
+            broker,
+            workers_env,
+            log_dir,
+            concurrency,
+        )
     finally:
         for proc in reversed(procs):
             proc.stop()

@@ -3,20 +3,17 @@ sharing between a huge batch and a small one."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import migrated_database
-from tests.support.fleet import MASTER_KEY, MiniFleet, deployment, mini_fleet
-
-ENDED = ("completed", "failed", "expired", "cancelled")
+from tests.support.batches import lines, sdk, submit, wait_ended
+from tests.support.fleet import deployment, mini_fleet
 
 
 @pytest.fixture(scope="module")
@@ -36,54 +33,6 @@ def fleet(database: tuple[str, Engine], tmp_path: Path) -> Callable[..., Any]:
         return mini_fleet(tmp_path, url, engine, config, {"mock": mock_flags}, **kwargs)
 
     return start
-
-
-def sdk(f: MiniFleet) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{f.api_url}/v1", api_key=MASTER_KEY, max_retries=0)
-
-
-def submit(f: MiniFleet, tmp_path: Path, n: int, prefix: str, window: str = "24h") -> str:
-    path = tmp_path / f"{prefix}.jsonl"
-    with path.open("w") as out:
-        for i in range(n):
-            body = {
-                "model": "mock-model",
-                "messages": [{"role": "user", "content": f"{prefix} {i}"}],
-            }
-            out.write(
-                json.dumps(
-                    {
-                        "custom_id": f"{prefix}-{i}",
-                        "method": "POST",
-                        "url": "/v1/chat/completions",
-                        "body": body,
-                    }
-                )
-                + "\n"
-            )
-    client = sdk(f)
-    file_id = client.files.create(file=path.open("rb"), purpose="batch").id
-    batch = client.batches.create(
-        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window=window
-    )
-    assert batch.status == "in_progress", batch.errors
-    return batch.id
-
-
-def wait_ended(f: MiniFleet, batch_id: str, timeout: float = 120) -> Any:
-    client = sdk(f)
-    until = time.monotonic() + timeout
-    batch = client.batches.retrieve(batch_id)
-    while batch.status not in ENDED and time.monotonic() < until:
-        time.sleep(0.3)
-        batch = client.batches.retrieve(batch_id)
-    return batch
-
-
-def lines(f: MiniFleet, file_id: str | None) -> list[dict[str, Any]]:
-    if file_id is None:
-        return []
-    return [json.loads(x) for x in sdk(f).files.content(file_id).text.splitlines()]
 
 
 def calls_made(engine: Engine) -> int:

@@ -161,10 +161,12 @@ def test_sweeper_picks_lost_jobs_only(sessions: sessionmaker[Session]) -> None:
         sessions, status=JobStatus.RUNNING, lease_until=utcnow() + dt.timedelta(minutes=5)
     )
     lost_wake = add_job(sessions, not_before=old)
+    # a batch line not dispatched yet waits for the dispatcher, however old
+    undispatched_line = add_job(sessions, published_at=None, queued_at=old, batch_id="batch_x")
 
     picked = {job_id for job_id, _ in jobstore.requeue_stale(sessions, grace_seconds=30)}
 
     assert picked == {unpublished, dead_worker, lost_wake}
-    assert not picked & {fresh_unpublished, published, live_worker}
+    assert not picked & {fresh_unpublished, published, live_worker, undispatched_line}
     with sessions() as session:
         assert session.get(Job, dead_worker).status == "queued"  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -193,6 +194,66 @@ def test_stats_count_calls_and_reset_zeroes_them(mock: str) -> None:
     assert stats["in_flight"] == 0 and stats["max_in_flight"] == 1
     httpx.post(f"{mock}/_mock/reset")
     assert httpx.get(f"{mock}/_mock/stats").json()["calls"] == 0
+
+
+def test_reset_directive_drops_the_connection_without_a_reply(mock: str) -> None:
+    httpx.post(f"{mock}/_mock/reset")
+
+    with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+        httpx.post(f"{mock}/v1/chat/completions", json=_user("hi [mock:reset]"))
+
+    # The next call is served; the reset is counted as a fault, having no status
+    assert httpx.post(f"{mock}/v1/chat/completions", json=_user("hi")).status_code == 200
+    stats = httpx.get(f"{mock}/_mock/stats").json()
+    assert stats["calls"] == 2
+    assert stats["faults"] == {"reset": 1}
+    assert stats["by_status"] == {"200": 1}
+
+
+def _outcome(client: httpx.Client, url: str) -> str:
+    """What the client saw, named as the mock's stats name the fault."""
+    try:
+        reply = client.post(f"{url}/v1/chat/completions", json=_user("hi"))
+    except (httpx.ReadError, httpx.RemoteProtocolError):
+        return "reset"
+    if reply.status_code != 200:
+        return {429: "rate_limited", 500: "server_error"}[reply.status_code]
+    try:
+        reply.json()
+    except ValueError:
+        return "malformed"
+    return "ok"
+
+
+def test_random_faults_are_counted_by_kind(start_mock: StartMock) -> None:
+    url = start_mock(
+        *("--seed", "3", "--rate-429", "0.15", "--error-rate", "0.15"),
+        *("--malformed-rate", "0.15", "--reset-rate", "0.15"),
+    )
+
+    with httpx.Client(timeout=5) as client:
+        seen = Counter(_outcome(client, url) for _ in range(120))
+
+    assert all(seen[kind] >= 5 for kind in ("ok", "rate_limited", "server_error", "malformed"))
+    assert seen["reset"] >= 5, seen
+    faults = httpx.get(f"{url}/_mock/stats").json()["faults"]
+    assert faults == {kind: n for kind, n in seen.items() if kind != "ok"}
+
+
+def test_a_hang_past_the_client_timeout_is_counted(start_mock: StartMock) -> None:
+    url = start_mock("--hang-rate", "1", "--hang-seconds", "30")
+
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/chat/completions", json=_user("hi"), timeout=0.3)
+
+    # The abandoned call frees its slot and is answered 499 into the void
+    deadline = time.monotonic() + 5
+    while (stats := httpx.get(f"{url}/_mock/stats").json())["in_flight"] and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert stats["faults"] == {"hang": 1}
+    assert stats["by_status"] == {"499": 1}
 
 
 def test_latency_is_honoured(slow_mock: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import migrated_database
+from tests.support.batches import submit, wait_ended
 from tests.support.fleet import deployment, mini_fleet
 
 Fleet = Callable[..., Any]
@@ -146,17 +147,19 @@ def test_context_window_error_falls_back_to_the_larger_group(fleet: Fleet) -> No
     assert log == [("small-1", "ContextWindowExceededError"), ("large-1", None)]
 
 
-def test_adaptive_concurrency_finds_the_providers_capacity(fleet: Fleet) -> None:
+def test_adaptive_concurrency_finds_the_providers_capacity(fleet: Fleet, tmp_path: Path) -> None:
     def config(urls: dict[str, str]) -> dict[str, Any]:
         return {"model_list": [deployment("tight", urls["tight"])]}
 
     mocks = {"tight": ["--max-concurrency", "20", "--latency", "0.3", "--retry-after", "0.5"]}
     with fleet(config, mocks, concurrency=60) as f:
-        jobs = f.wait_all(f.submit_many([f"job {i}" for i in range(400)]), timeout=240)
+        # A batch: all 400 jobs are there at once, however slowly a busy machine submits.
+        batch = wait_ended(f, submit(f, tmp_path, 400, "job"), timeout=240)
         with f.client() as client:
             state = client.get("/v1/deployments").json()["data"][0]
         stats = f.stats("tight")
-    assert [j["status"] for j in jobs] == ["succeeded"] * 400
+    assert batch.status == "completed" and batch.request_counts is not None
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (400, 0)
     assert state["adaptive_limit"] is not None, (state, stats)
     assert 12 <= state["adaptive_limit"] <= 26, state
     # Once the limit is found, 429s are the exception, not the rule.

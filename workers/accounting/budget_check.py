@@ -1,11 +1,14 @@
 """The budget check before a job's calls: a key (or its customer) whose budget is used
-up gets no provider call; the job fails with a clear error naming the budget."""
+up gets no provider call; the job fails with a clear error naming the budget.
+
+Which budgets apply comes from the process's payer cache (a few seconds old at most);
+how much of each is spent comes from its counter in Redis, read on every check."""
 
 from __future__ import annotations
 
-from models.budgets import budgets_for, check_budgets
+from models.budgets import check_budgets
 from models.tables import JobStatus, utcnow
-from models.tenancy import ApiKey
+from workers.accounting.billing import payers
 from workers.jobstore import Claim, Outcome
 from workers.resources import WorkerContext
 
@@ -13,11 +16,11 @@ __all__ = ["pre_check"]
 
 
 def pre_check(ctx: WorkerContext, claim: Claim) -> Outcome | None:
+    budgets = list(payers(ctx.sessions).get(claim.owner).budgets)
+    if not budgets:
+        return None
     with ctx.sessions() as session:
-        key = session.get(ApiKey, claim.owner)
-        customer_id = key.customer_id if key is not None else None
-        budgets = budgets_for(session, claim.owner, customer_id)
-        denial = check_budgets(session, ctx.redis, budgets, utcnow()) if budgets else None
+        denial = check_budgets(session, ctx.redis, budgets, utcnow())
     if denial is None:
         return None
     return Outcome(

@@ -1,27 +1,43 @@
-"""The post-call step: turn a finished claim's usage into a spend row and, when Lago
-reporting is on and the caller maps to a subscription, usage events in the outbox —
-all in one transaction, once per (job, claim) however often the task is delivered."""
+"""A finished claim's usage as money: its spend row and, when Lago reporting is on and
+the caller maps to a subscription, usage events in the outbox — written together, once
+per (job, claim).
+
+Normally the worker prices the claim (`price_claim`) before it stores the job's end,
+and `jobstore.finish` writes the charge in the same transaction as the end state. The
+post-call task (`record_spend`) is the recovery path, for a claim that ended without a
+spend row: its pricing failed in the worker, or a worker of an older version ended it.
+The sweeper finds such claims (`unbilled_claims`) and sends the task; the unique key
+(job, claim) makes a second write a no-op however often it is delivered."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Insert, exists, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.accounting import OutboxStatus, Spend, UsageOutbox
 from models.fleet_config import Deployment, FleetConfig
 from models.settings import CommonSettings
-from models.tables import Job, utcnow
+from models.tables import Job, JobStatus, utcnow
 from workers.accounting.cost import Price, price_call
 from workers.providers.base import Usage
 
-__all__ = ["Billing", "SpendResult", "record_spend", "transaction_id"]
+__all__ = [
+    "Billing",
+    "Charge",
+    "SpendResult",
+    "price_claim",
+    "record_spend",
+    "transaction_id",
+    "unbilled_claims",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +48,8 @@ USAGE_FIELDS = (
     "cache_creation_tokens",
     "reasoning_tokens",
 )
+#: End states whose claim may have used tokens (a cancel still pays for its call).
+BILLED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +69,154 @@ class SpendResult:
     model_group: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One claim's spend row and usage events, priced, not yet written. The call's
+    time (the claim's `started_at`) is known only inside the writing transaction."""
+
+    job_id: str
+    claim: int
+    owner_key: str
+    model_group: str
+    deployment_id: str | None
+    usage: Usage
+    price: Price
+    billing: Billing
+    provider: str | None = None
+    provider_model: str | None = None
+    #: (Lago metric code, value) per non-zero usage figure, and the cost's code if any.
+    metrics: tuple[tuple[str, int], ...] = ()
+    cost_code: str | None = None
+
+    @property
+    def cost(self) -> Decimal | None:
+        return self.price.cost
+
+    @property
+    def events(self) -> int:
+        if not self.billing.external_subscription_id:
+            return 0
+        return len(self.metrics) + (1 if self.cost_code else 0)
+
+    def write(self, session: Session, called_at: dt.datetime) -> bool:
+        """Insert the spend row and its events; False (and nothing written) when the
+        claim already has its spend row."""
+        spend = _insert_new(session, Spend).values(self._spend(called_at)).returning(Spend.id)
+        if session.execute(spend).first() is None:
+            return False
+        events = self._events(int(called_at.timestamp()))
+        if events:
+            session.execute(insert(UsageOutbox), events)
+        return True
+
+    def _spend(self, called_at: dt.datetime) -> dict[str, Any]:
+        usage = self.usage
+        return {
+            "job_id": self.job_id,
+            "claim": self.claim,
+            "owner_key": self.owner_key,
+            "customer_id": self.billing.customer_id,
+            "model_group": self.model_group,
+            "provider": self.provider,
+            "provider_model": self.provider_model,
+            "deployment_id": self.deployment_id,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "cache_creation_tokens": usage.cache_creation_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "cost": self.price.cost,
+            "cost_source": self.price.source,
+            "called_at": called_at,
+            "created_at": utcnow(),
+        }
+
+    def _events(self, timestamp: int) -> list[dict[str, Any]]:
+        """One event per non-zero usage figure (and optionally the cost), with property
+        values as strings, the call's own Unix timestamp and a deterministic id."""
+        subscription = self.billing.external_subscription_id
+        if not subscription:
+            return []
+        properties: dict[str, Any] = {
+            "model": self.model_group,
+            "provider": self.provider or "",
+            "deployment": self.deployment_id or "",
+        }
+        now = utcnow()
+        common = {
+            "external_subscription_id": subscription,
+            "timestamp": timestamp,
+            "precise_total_amount_cents": None,
+            "status": OutboxStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        events = [
+            {
+                **common,
+                "transaction_id": transaction_id(self.job_id, self.claim, code),
+                "code": code,
+                "properties": {**properties, "value": str(value)},
+            }
+            for code, value in self.metrics
+        ]
+        if self.cost_code and self.cost is not None:
+            events.append(
+                {
+                    **common,
+                    "transaction_id": transaction_id(self.job_id, self.claim, self.cost_code),
+                    "code": self.cost_code,
+                    "properties": properties,
+                    "precise_total_amount_cents": str(self.cost * 100),
+                }
+            )
+        return events
+
+
 def transaction_id(job_id: str, claim: int, code: str) -> str:
     """Deterministic, so a resend is the same event to Lago."""
     return f"{job_id}:{claim}:{code}"
+
+
+def price_claim(
+    config: FleetConfig,
+    settings: CommonSettings,
+    job_id: str,
+    claim: int,
+    owner_key: str,
+    model_group: str,
+    deployment_id: str | None,
+    usage: Usage,
+    billing: Billing,
+) -> Charge:
+    deployment = _deployment(config, model_group, deployment_id)
+    params = deployment.litellm_params if deployment else None
+    price = price_call(params, usage) if params else Price(None, None)
+    metrics: tuple[tuple[str, int], ...] = ()
+    cost_code = None
+    if settings.lago_enabled and billing.external_subscription_id:
+        codes = settings.lago_metric_codes
+        metrics = tuple(
+            (codes[field], getattr(usage, field))
+            for field in USAGE_FIELDS
+            if codes.get(field) and getattr(usage, field)
+        )
+        cost_code = settings.lago_cost_code or None
+    return Charge(
+        job_id,
+        claim,
+        owner_key,
+        model_group,
+        deployment_id,
+        usage,
+        price,
+        billing,
+        provider=params.provider if params else None,
+        provider_model=params.provider_model if params else None,
+        metrics=metrics,
+        cost_code=cost_code,
+    )
 
 
 def record_spend(
@@ -64,38 +227,25 @@ def record_spend(
     claim: int,
     billing: Billing,
 ) -> SpendResult:
+    """The recovery path: price and write a claim that ended without its spend row."""
     with sessions() as session:
-        job = session.get(Job, job_id)
+        job = session.execute(
+            select(
+                Job.attempts,
+                Job.owner_key,
+                Job.model,
+                Job.served_group,
+                Job.deployment_id,
+                Job.started_at,
+                Job.cost,
+                *(getattr(Job, f) for f in (*USAGE_FIELDS, "total_tokens")),
+            ).where(Job.id == job_id)
+        ).first()
         if job is None or job.attempts != claim or not job.total_tokens:
             return SpendResult(False, None, 0)
         if session.scalar(select(Spend.id).where(Spend.job_id == job_id, Spend.claim == claim)):
             return SpendResult(False, job.cost, 0)
-    deployment = _deployment(config, job)
-    usage = _usage(job)
-    price = price_call(deployment.litellm_params, usage) if deployment else Price(None, None)
-    spend = _spend_row(job, claim, deployment, usage, price, billing)
-    events = list(_events(spend, job, deployment, settings, billing))
-    try:
-        with sessions.begin() as session:
-            session.add(spend)
-            session.add_all(events)
-            locked = session.get(Job, job_id, with_for_update=True)
-            if locked is not None:
-                locked.cost = price.cost
-    except IntegrityError:
-        return SpendResult(False, price.cost, 0)  # a concurrent delivery got there first
-    return SpendResult(True, price.cost, len(events), job.owner_key, spend.model_group)
-
-
-def _deployment(config: FleetConfig, job: Job) -> Deployment | None:
-    for dep in config.deployments_for(job.served_group or job.model):
-        if dep.id == job.deployment_id:
-            return dep
-    return None
-
-
-def _usage(job: Job) -> Usage:
-    return Usage(
+    usage = Usage(
         job.prompt_tokens or 0,
         job.completion_tokens or 0,
         job.total_tokens or 0,
@@ -103,78 +253,63 @@ def _usage(job: Job) -> Usage:
         cache_creation_tokens=job.cache_creation_tokens or 0,
         reasoning_tokens=job.reasoning_tokens or 0,
     )
-
-
-def _spend_row(
-    job: Job,
-    claim: int,
-    deployment: Deployment | None,
-    usage: Usage,
-    price: Price,
-    billing: Billing,
-) -> Spend:
-    params = deployment.litellm_params if deployment else None
-    return Spend(
-        job_id=job.id,
-        claim=claim,
-        owner_key=job.owner_key,
-        customer_id=billing.customer_id,
-        model_group=job.served_group or job.model,
-        provider=params.provider if params else None,
-        provider_model=params.provider_model if params else None,
-        deployment_id=job.deployment_id,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cached_tokens=usage.cached_tokens,
-        cache_creation_tokens=usage.cache_creation_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        cost=price.cost,
-        cost_source=price.source,
-        called_at=job.started_at or utcnow(),
-        created_at=utcnow(),
+    group = job.served_group or job.model
+    charge = price_claim(
+        config, settings, job_id, claim, job.owner_key, group, job.deployment_id, usage, billing
     )
+    try:
+        with sessions.begin() as session:
+            created = charge.write(session, job.started_at or utcnow())
+            if created:
+                session.execute(update(Job).where(Job.id == job_id).values(cost=charge.cost))
+    except IntegrityError:
+        created = False  # a concurrent delivery got there first
+    if not created:
+        return SpendResult(False, charge.cost, 0)
+    return SpendResult(True, charge.cost, charge.events, job.owner_key, group)
 
 
-def _events(
-    spend: Spend,
-    job: Job,
-    deployment: Deployment | None,
-    settings: CommonSettings,
-    billing: Billing,
-) -> Iterator[UsageOutbox]:
-    """One event per non-zero usage figure (and optionally the cost), with property
-    values as strings, the call's own Unix timestamp and a deterministic id."""
-    if not settings.lago_enabled or not billing.external_subscription_id:
-        return
-    properties: dict[str, Any] = {
-        "model": spend.model_group,
-        "provider": spend.provider or "",
-        "deployment": spend.deployment_id or "",
-    }
-    timestamp = int(spend.called_at.timestamp())
-    for field in USAGE_FIELDS:
-        value = getattr(spend, field)
-        code = settings.lago_metric_codes.get(field)
-        if code and value:
-            yield _event(spend, billing, code, timestamp, {**properties, "value": str(value)})
-    if settings.lago_cost_code and spend.cost is not None:
-        event = _event(spend, billing, settings.lago_cost_code, timestamp, properties)
-        event.precise_total_amount_cents = str(spend.cost * 100)
-        yield event
+def unbilled_claims(
+    sessions: sessionmaker[Session],
+    grace_seconds: float = 60.0,
+    window_seconds: float = 3600.0,
+    limit: int = 500,
+) -> list[tuple[str, int]]:
+    """Claims that ended with tokens used but no spend row, as (job id, claim): the
+    sweeper sends each a post-call task. Only jobs published within `window_seconds`
+    are looked at, so the scan stays on the (status, published_at) index."""
+    now = utcnow()
+    unbilled = ~exists().where(Spend.job_id == Job.id, Spend.claim == Job.attempts)
+    with sessions() as session:
+        rows = session.execute(
+            select(Job.id, Job.attempts)
+            .where(
+                Job.status.in_(BILLED_STATUSES),
+                Job.published_at >= now - dt.timedelta(seconds=window_seconds),
+                Job.finished_at < now - dt.timedelta(seconds=grace_seconds),
+                Job.total_tokens > 0,
+                unbilled,
+            )
+            .order_by(Job.id)
+            .limit(limit)
+        ).all()
+    return [(r.id, r.attempts) for r in rows]
 
 
-def _event(
-    spend: Spend, billing: Billing, code: str, timestamp: int, properties: dict[str, Any]
-) -> UsageOutbox:
-    assert billing.external_subscription_id is not None
-    return UsageOutbox(
-        transaction_id=transaction_id(spend.job_id, spend.claim, code),
-        external_subscription_id=billing.external_subscription_id,
-        code=code,
-        timestamp=timestamp,
-        properties=properties,
-        status=OutboxStatus.PENDING,
-        attempts=0,
-        next_attempt_at=utcnow(),
-        created_at=utcnow(),
-    )
+def _deployment(
+    config: FleetConfig, model_group: str, deployment_id: str | None
+) -> Deployment | None:
+    for dep in config.deployments_for(model_group):
+        if dep.id == deployment_id:
+            return dep
+    return None
+
+
+def _insert_new(session: Session, table: type[Spend]) -> Insert:
+    """INSERT that skips a row whose unique key is taken (the claim's spend row exists)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    return insert(table)

@@ -4,7 +4,8 @@ Workers talk to it exactly as to OpenAI, so the whole path is exercised for real
 async Starlette keeps a slow request one sleeping coroutine: thousands fit in a process.
 
 Per valid request: max_concurrency overflow -> 429; hang; latency; then the outcome a
-`[mock:...]` directive in the last user message asks for, else a random 429/500/malformed.
+`[mock:...]` directive in the last user message asks for, else a random
+429/500/malformed/reset. `/_mock/stats` counts each deliberate fault by kind.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 import uvicorn
@@ -33,25 +33,25 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from models.mock_config import MockConfig
+from workers.mock_provider.replies import (
+    CLIENT_CLOSED,
+    Reset,
+    context_window,
+    error,
+    malformed,
+    status_fault,
+    status_reply,
+    too_many,
+)
 
 __all__ = ["CONFIG_ENV", "create_app", "create_app_from_env", "serve"]
 
 CONFIG_ENV = "LLMFLEET_MOCK_CONFIG"
 MODEL_ID = "mock-model"
-CONTEXT_WINDOW = 8192
 CALL_TIMES_KEPT = 100_000
-CLIENT_CLOSED = 499  # nginx's code: the client gave up before the answer was ready
 _DIRECTIVE = re.compile(r"\[mock:([a-z_]+)(?:=([^\]]*))?\]")
-_KNOWN = frozenset(HTTPStatus)
 _SECONDS = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-_USAGE = "use status=400..599, latency=SECONDS, malformed or context_window"
-_MALFORMED = b'{"id": "chatcmpl-mock-malformed", "object": "chat.completion", "choices": [{'
-_TYPES = {
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    429: "requests",  # what OpenAI sends for request-rate limits
-}
+_USAGE = "use status=400..599, latency=SECONDS, malformed, reset or context_window"
 _MODEL = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "llmfleet-mock"}
 
 Json = dict[str, Any]
@@ -64,44 +64,6 @@ class _Invalid(Exception):
     def __init__(self, message: str, param: str | None) -> None:
         super().__init__(message)
         self.param = param
-
-
-def _error(status: int, text: str, param: str | None = None, code: str | None = None) -> Response:
-    default = "server_error" if status >= 500 else "invalid_request_error"
-    kind = _TYPES.get(status, default)
-    body = {"error": {"message": text, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
-
-
-def _too_many(config: MockConfig, reason: str) -> Response:
-    """Every 429 carries Retry-After (and OpenAI's -ms twin) unless configured off."""
-    response = _error(429, f"mock error 429: {reason}", code="rate_limit_exceeded")
-    if (seconds := config.retry_after) is not None:
-        text = str(int(seconds)) if seconds.is_integer() else str(seconds)
-        response.headers.update({"retry-after": text, "retry-after-ms": str(round(seconds * 1000))})
-    return response
-
-
-def _malformed() -> Response:
-    return Response(_MALFORMED, status_code=200, media_type="application/json")
-
-
-def _status_reply(config: MockConfig, status: int) -> Response:
-    if status == 400:
-        return _error(400, "mock error 400: this request was refused by the mock provider")
-    if status == 429:
-        return _too_many(config, "too many requests")
-    reason = HTTPStatus(status).phrase.lower() if status in _KNOWN else "unassigned status code"
-    return _error(status, f"mock error {status}: {reason}")
-
-
-def _context_window(prompt_tokens: int, window: int = CONTEXT_WINDOW) -> Response:
-    message = (
-        f"This model's maximum context length is {window} tokens. However, your "
-        f"messages resulted in {max(prompt_tokens, window + 1)} tokens. "
-        "Please reduce the length of the messages."
-    )
-    return _error(400, message, param="messages", code="context_length_exceeded")
 
 
 @dataclass(frozen=True)
@@ -117,6 +79,8 @@ class _Call:
 class _Directives:
     latency: float | None = None
     outcome: Callable[[MockConfig], Response] | None = None
+    #: The fault kind the outcome counts as in the stats, if it is one.
+    fault: str | None = None
 
 
 def _directives(text: str, prompt_tokens: int) -> _Directives:
@@ -125,13 +89,16 @@ def _directives(text: str, prompt_tokens: int) -> _Directives:
     for match in _DIRECTIVE.finditer(text):
         name, value = match.group(1), match.group(2) or ""
         if name == "status" and value.isdigit() and 400 <= int(value) <= 599:
-            found.outcome = functools.partial(_status_reply, status=int(value))
+            found.outcome = functools.partial(status_reply, status=int(value))
+            found.fault = status_fault(int(value))
         elif name == "latency" and _SECONDS.fullmatch(value):
             found.latency = float(value)
         elif name == "malformed" and match.group(2) is None:
-            found.outcome = lambda _config: _malformed()
+            found.outcome, found.fault = lambda _config: malformed(), "malformed"
+        elif name == "reset" and match.group(2) is None:
+            found.outcome, found.fault = lambda _config: Reset(), "reset"
         elif name == "context_window" and match.group(2) is None:
-            found.outcome = lambda _config: _context_window(prompt_tokens)
+            found.outcome, found.fault = lambda _config: context_window(prompt_tokens), None
         else:
             raise _Invalid(f"unsupported mock directive {match.group(0)!r}; {_USAGE}", "messages")
     return found
@@ -255,6 +222,9 @@ async def _pause(request: Request, seconds: float) -> bool:
 class _Stats:
     calls: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
+    #: Deliberate misbehaviour by kind: over_capacity, hang, rate_limited, server_error,
+    #: refused, malformed, reset (a reset has no status, so by_status misses it).
+    faults: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
     call_times: deque[float] = field(default_factory=lambda: deque(maxlen=CALL_TIMES_KEPT))
@@ -263,12 +233,14 @@ class _Stats:
         """Zero in place: calls in flight still hold this object and will decrement it."""
         self.calls, self.max_in_flight = 0, self.in_flight
         self.by_status.clear()
+        self.faults.clear()
         self.call_times.clear()
 
     def as_json(self) -> Json:
         return {
             "calls": self.calls,
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+            "faults": dict(sorted(self.faults.items())),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "call_times": list(self.call_times),
@@ -297,16 +269,18 @@ class _MockProvider:
             call = parse(await _json_body(request))
             directives = _directives(call.directive_text, call.prompt_tokens)
         except _Invalid as exc:
-            response: Response = _error(400, str(exc), param=exc.param)
+            response: Response = error(400, str(exc), param=exc.param)
         else:
             response = await self._admitted(request, call, directives)
-        self.stats.by_status[response.status_code] += 1
+        if not isinstance(response, Reset):
+            self.stats.by_status[response.status_code] += 1
         return response
 
     async def _admitted(self, request: Request, call: _Call, directives: _Directives) -> Response:
         config, stats = self.config, self.stats
         if config.max_concurrency is not None and stats.in_flight >= config.max_concurrency:
-            return _too_many(config, f"more than {config.max_concurrency} requests in flight")
+            stats.faults["over_capacity"] += 1
+            return too_many(config, f"more than {config.max_concurrency} requests in flight")
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         try:
@@ -317,24 +291,44 @@ class _MockProvider:
     async def _faulted(
         self, request: Request, config: MockConfig, call: _Call, directives: _Directives
     ) -> Response:
-        delay = config.hang_seconds if self.rng.random() < config.hang_rate else 0.0
+        faults = self.stats.faults
+        delay = 0.0
+        if self.rng.random() < config.hang_rate:
+            faults["hang"] += 1
+            delay = config.hang_seconds
         latency = directives.latency
         delay += latency if latency is not None else config.sample_latency(self.rng)
         if not await _pause(request, delay):
-            return _error(CLIENT_CLOSED, "mock error 499: the client closed the connection")
+            return error(CLIENT_CLOSED, "mock error 499: the client closed the connection")
         if directives.outcome is not None:
+            if directives.fault is not None:
+                faults[directives.fault] += 1
             return directives.outcome(config)
         if config.context_window is not None and call.prompt_tokens > config.context_window:
-            return _context_window(call.prompt_tokens, config.context_window)
+            return context_window(call.prompt_tokens, config.context_window)
+        fault = self._draw_fault(config)
+        if fault is None:
+            return JSONResponse(call.build(config, next(self.numbers)))
+        faults[fault] += 1
+        if fault == "rate_limited":
+            return too_many(config, "rate limit reached")
+        if fault == "server_error":
+            return error(500, "mock error 500: the mock provider failed on purpose")
+        return malformed() if fault == "malformed" else Reset()
+
+    def _draw_fault(self, config: MockConfig) -> str | None:
+        """One draw against the cumulative rates, in the documented order."""
         draw = self.rng.random()
-        if draw < config.rate_429:
-            return _too_many(config, "rate limit reached")
-        draw -= config.rate_429
-        if draw < config.error_rate:
-            return _error(500, "mock error 500: the mock provider failed on purpose")
-        if draw - config.error_rate < config.malformed_rate:
-            return _malformed()
-        return JSONResponse(call.build(config, next(self.numbers)))
+        for fault, rate in (
+            ("rate_limited", config.rate_429),
+            ("server_error", config.error_rate),
+            ("malformed", config.malformed_rate),
+            ("reset", config.reset_rate),
+        ):
+            if draw < rate:
+                return fault
+            draw -= rate
+        return None
 
     async def models(self, _request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [_MODEL]})
@@ -356,11 +350,11 @@ class _MockProvider:
                 raise _Invalid("the body must be an object of MockConfig fields", None)
             config = MockConfig.model_validate(self.config.model_dump() | changes)
         except _Invalid as exc:
-            return _error(400, str(exc), param=exc.param)
+            return error(400, str(exc), param=exc.param)
         except ValidationError as exc:
             first = exc.errors()[0]
             name = ".".join(str(part) for part in first["loc"])
-            return _error(400, f"{name}: {first['msg']}", param=name or None)
+            return error(400, f"{name}: {first['msg']}", param=name or None)
         if "seed" in changes:
             self.rng = random.Random(config.seed)
         self.config = config

@@ -27,6 +27,9 @@ __all__ = [
 ]
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
+#: httpcore's words when a connection closes before any byte of the reply: the mark of
+#: a kept-alive connection the server closed as the request went out (a stale one).
+NO_RESPONSE = "Server disconnected without sending a response."
 
 
 def auth_headers(deployment: Deployment) -> dict[str, str]:
@@ -166,6 +169,10 @@ def map_transport_errors(provider: str) -> Iterator[None]:
             "provider did not answer in time", provider=provider
         ) from exc
     except httpx.RemoteProtocolError as exc:
+        if str(exc) != NO_RESPONSE:  # a reply cut short or garbled: the provider's fault
+            raise errors.ProviderConnectionError(
+                f"the provider broke off its reply: {exc}", provider=provider
+            ) from exc
         raise errors.StaleConnectionError(
             "the provider closed the connection without answering", provider=provider
         ) from exc
