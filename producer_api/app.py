@@ -31,6 +31,7 @@ from producer_api.routes import (
     keys,
     lago_webhooks,
     messages_batches,
+    models,
     spend,
     tenants,
     ui,
@@ -101,6 +102,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_metrics(app, settings, config)
     app.include_router(jobs.router)
     app.include_router(chat.router)
+    app.include_router(models.router)
     app.include_router(deployments.router)
     app.include_router(files.router)
     app.include_router(batches.router)

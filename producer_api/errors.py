@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.schemas.errors import ErrorResponse
 
 __all__ = [
     "API_ERRORS",
@@ -47,19 +48,6 @@ _DESCRIPTION = {
     502: "The provider failed",
     504: "The call did not finish in time",
 }
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    """OpenAI's error shape, the body of every 4xx and 5xx answer."""
-
-    error: ErrorDetail
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

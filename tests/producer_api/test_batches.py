@@ -13,9 +13,8 @@ import openai
 from sqlalchemy import text
 
 from tests.conftest import MASTER_KEY, Fleet
+from tests.support.batches import wait_batch
 from tests.support.webhooks import Receiver, verify
-
-ENDED = ("completed", "failed", "expired", "cancelled")
 
 
 def sdk(fleet: Fleet) -> openai.OpenAI:
@@ -34,15 +33,6 @@ def line(custom_id: str, content: str, model: str = "mock-model", **body: Any) -
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
-
-
-def wait_batch(client: openai.OpenAI, batch_id: str, timeout: float = 120) -> Any:
-    until = time.monotonic() + timeout
-    batch = client.batches.retrieve(batch_id)
-    while batch.status not in ENDED and time.monotonic() < until:
-        time.sleep(0.5)
-        batch = client.batches.retrieve(batch_id)
-    return batch
 
 
 def test_openai_sdk_batch_round_trip(clean_fleet: Fleet, tmp_path: Path) -> None:

@@ -47,7 +47,11 @@ def submit(f: MiniFleet, tmp_path: Path, n: int, prefix: str, window: str = "24h
 
 
 def wait_ended(f: MiniFleet, batch_id: str, timeout: float = 120) -> Any:
-    client = sdk(f)
+    return wait_batch(sdk(f), batch_id, timeout)
+
+
+def wait_batch(client: openai.OpenAI, batch_id: str, timeout: float = 120) -> Any:
+    """The batch once it has ended, or as it is when `timeout` runs out."""
     until = time.monotonic() + timeout
     batch = client.batches.retrieve(batch_id)
     while batch.status not in ENDED and time.monotonic() < until:

@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,12 @@ from sqlalchemy import Engine, text
 
 from models.fleet_config import Deployment, parse_fleet_config
 from tests.conftest import migrated_database
-from tests.support.fleet import MiniFleet, deployment, mini_fleet
+from tests.support.fleet import MiniFleet, deployment
 from tests.support.processes import start_mock
+from tests.workers.conftest import Fleet
 from workers.providers import CallOptions, errors
 from workers.providers.openai import OpenAIProtocol
 
-Fleet = Callable[..., Any]
 FAULT_KINDS = ("server_error", "hang", "reset", "malformed")
 HEALTHY = {"rate_429": 0, "error_rate": 0, "hang_rate": 0, "reset_rate": 0, "malformed_rate": 0}
 
@@ -114,16 +114,6 @@ def test_the_mocks_reset_and_malformed_reply_cool_the_deployment(tmp_path: Path)
 def database() -> Iterator[tuple[str, Engine]]:
     with migrated_database("llmfleet_test_provider_faults") as (url, engine):
         yield url, engine
-
-
-@pytest.fixture
-def fleet(database: tuple[str, Engine], tmp_path: Path) -> Fleet:
-    url, engine = database
-
-    def start(config: Any, mocks: dict[str, list[str]], **kwargs: Any) -> Any:
-        return mini_fleet(tmp_path, url, engine, config, mocks, **kwargs)
-
-    return start
 
 
 def _config(urls: dict[str, str]) -> dict[str, Any]:

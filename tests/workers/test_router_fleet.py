@@ -4,7 +4,7 @@ jobs over HTTP, calls counted at the mocks."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +13,14 @@ from sqlalchemy import Engine
 
 from tests.conftest import migrated_database
 from tests.support.batches import submit, wait_ended
-from tests.support.fleet import deployment, mini_fleet
-
-Fleet = Callable[..., Any]
+from tests.support.fleet import deployment
+from tests.workers.conftest import Fleet
 
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[tuple[str, Engine]]:
     with migrated_database("llmfleet_test_router") as (url, engine):
         yield url, engine
-
-
-@pytest.fixture
-def fleet(database: tuple[str, Engine], tmp_path: Path) -> Fleet:
-    url, engine = database
-
-    def start(config: Any, mocks: dict[str, list[str]], **kwargs: Any) -> Any:
-        return mini_fleet(tmp_path, url, engine, config, mocks, **kwargs)
-
-    return start
 
 
 def test_latency_routing_sends_most_traffic_to_the_fastest(fleet: Fleet) -> None:
