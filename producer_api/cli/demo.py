@@ -1,74 +1,95 @@
-"""The demo run of `llmfleet up --demo N`: submit N jobs, show progress, print results."""
+"""The demo run of `llmfleet up --demo N`: submit a batch of N lines, show its progress,
+print the results."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from producer_api.cli.batch_progress import END_STATES, ProgressView
 from producer_api.cli.client import ApiClient
 
 __all__ = ["run_demo"]
 
 TOPICS = ("queues", "retries", "deadlines", "routing", "billing", "workers", "batches")
+TIMEOUT_SECONDS = 180
 
 
 def run_demo(
     url: str, api_key: str, count: int, console: Console, check_alive: Callable[[], None]
 ) -> bool:
-    """True when every job succeeded. `check_alive` raises when a fleet process has
-    died, so a broken fleet fails at once instead of waiting out the jobs."""
-    with ApiClient(url, api_key) as api:
-        ids = [
-            api.create_job(
-                {
-                    "model": "mock-model",
-                    "messages": [
-                        {"role": "user", "content": f"Tell me about {TOPICS[i % len(TOPICS)]}"}
-                    ],
-                    "metadata": {"demo": str(i)},
-                }
-            )["id"]
-            for i in range(count)
-        ]
-        jobs = _wait_all(api, ids, console, check_alive)
-    table = Table(title=f"{count} demo jobs")
-    for column in ("job", "status", "deployment", "tokens"):
+    """True when every line succeeded. `check_alive` raises when a fleet process has
+    died, so a broken fleet fails at once instead of waiting out the batch."""
+    with (
+        tempfile.TemporaryDirectory(prefix="llmfleet-demo-") as tmp,
+        ApiClient(url, api_key) as api,
+    ):
+        requests = Path(tmp) / "demo.jsonl"
+        requests.write_text("".join(json.dumps(_line(i)) + "\n" for i in range(count)))
+        file_id = api.upload_file(requests)["id"]
+        batch = api.create_batch(
+            {
+                "input_file_id": file_id,
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "1h",
+                "metadata": {"demo": "true"},
+            }
+        )
+        batch = _follow(api, batch, console, check_alive)
+        results = Path(tmp) / "results.jsonl"
+        lines: list[dict[str, Any]] = []
+        if batch.get("output_file_id"):
+            api.download_file(batch["output_file_id"], results)
+            lines = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
+    lines.sort(key=lambda line: int(str(line["custom_id"]).rpartition("-")[2]))
+    table = Table(title=f"demo batch {batch['id']}: {count} lines")
+    for column in ("custom_id", "status", "model", "tokens"):
         table.add_column(column, no_wrap=True)
     table.add_column("reply")
-    for job in jobs:
-        reply = (job.get("result") or {}).get("choices", [{}])[0].get("message", {})
-        usage = job.get("usage") or {}
+    for line in lines:
+        body = (line.get("response") or {}).get("body") or {}
+        reply = (body.get("choices") or [{}])[0].get("message", {})
+        usage = body.get("usage") or {}
         table.add_row(
-            job["id"],
-            job["status"],
-            job.get("deployment") or "-",
+            line["custom_id"],
+            str((line.get("response") or {}).get("status_code", "-")),
+            body.get("model") or "-",
             f"{usage.get('prompt_tokens', '-')}+{usage.get('completion_tokens', '-')}",
-            (reply.get("content") or (job.get("error") or {}).get("message", ""))[:60],
+            (reply.get("content") or "")[:60],
         )
     console.print(table)
-    succeeded = sum(j["status"] == "succeeded" for j in jobs)
-    console.print(f"{succeeded}/{count} succeeded")
-    return succeeded == count
+    counts = batch.get("request_counts") or {}
+    succeeded = int(counts.get("completed") or 0)
+    console.print(f"batch {batch['status']}: {succeeded}/{count} succeeded")
+    return batch["status"] == "completed" and succeeded == count == len(lines)
 
 
-def _wait_all(
-    api: ApiClient, ids: list[str], console: Console, check_alive: Callable[[], None]
-) -> list[dict[str, Any]]:
-    done: dict[str, dict[str, Any]] = {}
-    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("running demo jobs", total=len(ids))
-        until = time.monotonic() + 120
-        for job_id in ids:
-            job = api.get_job(job_id)
-            while job["status"] in ("queued", "running") and time.monotonic() < until:
-                check_alive()
-                job = api.get_job(job_id, wait=2)
-            done[job_id] = job
-            progress.update(task, completed=len(done))
-    return [done[i] for i in ids]
+def _line(i: int) -> dict[str, Any]:
+    content = f"Tell me about {TOPICS[i % len(TOPICS)]}"
+    return {
+        "custom_id": f"demo-{i}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "mock-model", "messages": [{"role": "user", "content": content}]},
+    }
+
+
+def _follow(
+    api: ApiClient, batch: dict[str, Any], console: Console, check_alive: Callable[[], None]
+) -> dict[str, Any]:
+    until = time.monotonic() + TIMEOUT_SECONDS
+    with ProgressView(console) as view:
+        while batch["status"] not in END_STATES and time.monotonic() < until:
+            view.update(batch, time.time())
+            check_alive()
+            time.sleep(0.5)
+            batch = api.get_batch(batch["id"])
+        view.update(batch, time.time())
+    return batch

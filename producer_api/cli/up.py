@@ -168,14 +168,14 @@ def up(
         Path | None, typer.Option(help="Fleet config (default: route to the mock provider).")
     ] = None,
     demo: Annotated[
-        int, typer.Option(help="Submit N demo jobs, print their results, then stop.")
+        int, typer.Option(help="Submit a demo batch of N lines, print the results, then stop.")
     ] = 0,
     data_dir: Annotated[Path, typer.Option(help="Where state and logs live.")] = Path(".llmfleet"),
 ) -> None:
     """Run the whole fleet on this machine (embedded default: SQLite, private Redis).
 
-    Example: `llmfleet up --demo 20` (runs 20 jobs against the mock provider, prints
-    them, stops), or `llmfleet up --port 8000` (serves until Ctrl-C).
+    Example: `llmfleet up --demo 20` (runs a batch of 20 lines against the mock provider,
+    prints the results, stops), or `llmfleet up --port 8000` (serves until Ctrl-C).
     """
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)

@@ -72,5 +72,5 @@ def test_up_demo_prints_results_and_exits(tmp_path: Path) -> None:
         timeout=180,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "6/6 succeeded" in result.stderr
+    assert "batch completed: 6/6 succeeded" in result.stderr
     assert "Echo: Tell me about queues" in result.stderr
