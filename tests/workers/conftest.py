@@ -11,13 +11,14 @@ from sqlalchemy import Engine
 
 from tests.support.fleet import mini_fleet
 
-#: `fleet(config, mocks, **mini_fleet options)` starts a fleet on the module's database.
+#: `own_fleet(config, mocks, **mini_fleet options)` starts a fleet on the module's database.
 Fleet = Callable[..., Any]
 
 
 @pytest.fixture
-def fleet(database: tuple[str, Engine], tmp_path: Path) -> Fleet:
-    """Needs a module-scoped `database` fixture: (URL, engine) of a migrated database."""
+def own_fleet(database: tuple[str, Engine], tmp_path: Path) -> Fleet:
+    """A fleet of the test's own (not the session's `fleet`). Needs a module-scoped
+    `database` fixture: (URL, engine) of a migrated database."""
     url, engine = database
 
     def start(config: Any, mocks: dict[str, list[str]], **kwargs: Any) -> Any:

@@ -175,7 +175,7 @@ def _assert_each_succeeded_once(
     assert successes == dict.fromkeys(prompts, 1)
 
 
-def test_every_job_succeeds_through_faults_on_two_of_three_deployments(fleet: Fleet) -> None:
+def test_every_job_succeeds_through_faults_on_two_of_three_deployments(own_fleet: Fleet) -> None:
     mocks = {
         "storm": ["--rate-429", "0.9", "--retry-after", "2"],
         "flaky": [
@@ -185,7 +185,7 @@ def test_every_job_succeeds_through_faults_on_two_of_three_deployments(fleet: Fl
         "steady": ["--latency", "uniform:0.02,0.2", "--error-rate", "0.02"],
     }
     prompts = [f"job {i}" for i in range(300)]
-    with fleet(_config, mocks, workers=2, concurrency=40) as f:
+    with own_fleet(_config, mocks, workers=2, concurrency=40) as f:
         # Given a 429 storm on one deployment and every other fault kind on another
         # When a few hundred jobs arrive at once
         ids = f.submit_many(prompts, completion_window="600s")
@@ -208,14 +208,14 @@ def test_every_job_succeeds_through_faults_on_two_of_three_deployments(fleet: Fl
     }, met
 
 
-def test_jobs_wait_out_an_outage_of_every_deployment(fleet: Fleet) -> None:
+def test_jobs_wait_out_an_outage_of_every_deployment(own_fleet: Fleet) -> None:
     mocks = {
         "storm": ["--rate-429", "1", "--retry-after", "1"],
         "flaky": ["--seed", "5", "--error-rate", "0.5", "--reset-rate", "0.5"],
         "broken": ["--malformed-rate", "1", "--hang-rate", "0.5", "--hang-seconds", "30"],
     }
     prompts = [f"patient {i}" for i in range(60)]
-    with fleet(_config, mocks) as f:
+    with own_fleet(_config, mocks) as f:
         # Given every deployment faults on every call
         ids = f.submit_many(prompts, completion_window="120s")
         outage_started = time.monotonic()

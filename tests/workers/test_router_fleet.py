@@ -23,7 +23,7 @@ def database() -> Iterator[tuple[str, Engine]]:
         yield url, engine
 
 
-def test_latency_routing_sends_most_traffic_to_the_fastest(fleet: Fleet) -> None:
+def test_latency_routing_sends_most_traffic_to_the_fastest(own_fleet: Fleet) -> None:
     def config(urls: dict[str, str]) -> dict[str, Any]:
         return {
             "model_list": [deployment(name, url) for name, url in urls.items()],
@@ -35,7 +35,7 @@ def test_latency_routing_sends_most_traffic_to_the_fastest(fleet: Fleet) -> None
         "mid": ["--latency", "0.2"],
         "slow": ["--latency", "0.4"],
     }
-    with fleet(config, mocks) as f:
+    with own_fleet(config, mocks) as f:
         for wave in range(15):
             f.wait_all([f.submit(f"wave {wave} job {i}") for i in range(10)])
         calls = {name: f.stats(name)["calls"] for name in mocks}
@@ -43,14 +43,14 @@ def test_latency_routing_sends_most_traffic_to_the_fastest(fleet: Fleet) -> None
     assert calls["fast"] >= 0.8 * 150, calls
 
 
-def test_failing_deployment_cools_down_for_every_worker(fleet: Fleet) -> None:
+def test_failing_deployment_cools_down_for_every_worker(own_fleet: Fleet) -> None:
     def config(urls: dict[str, str]) -> dict[str, Any]:
         return {
             "model_list": [deployment("bad", urls["bad"]), deployment("good", urls["good"])],
             "router_settings": {"allowed_fails": 1, "cooldown_time": 8, "num_retries": 1},
         }
 
-    with fleet(config, {"bad": ["--error-rate", "1"], "good": []}, workers=2) as f:
+    with own_fleet(config, {"bad": ["--error-rate", "1"], "good": []}, workers=2) as f:
         # Given `bad` has failed more than allowed_fails times
         while f.stats("bad")["calls"] < 2:
             assert f.wait(f.submit("warm up"))["status"] == "succeeded"
@@ -70,11 +70,11 @@ def test_failing_deployment_cools_down_for_every_worker(fleet: Fleet) -> None:
     assert all("succeeded via good" in log for log in worker_logs), "both workers served"
 
 
-def test_rpm_limit_holds_in_every_60_s_window(fleet: Fleet) -> None:
+def test_rpm_limit_holds_in_every_60_s_window(own_fleet: Fleet) -> None:
     def config(urls: dict[str, str]) -> dict[str, Any]:
         return {"model_list": [deployment("only", urls["only"], rpm=60)]}
 
-    with fleet(config, {"only": []}) as f:
+    with own_fleet(config, {"only": []}) as f:
         jobs = f.wait_all(f.submit_many([f"job {i}" for i in range(150)]), timeout=240)
         times = sorted(f.stats("only")["call_times"])
     assert [j["status"] for j in jobs] == ["succeeded"] * 150
@@ -83,14 +83,14 @@ def test_rpm_limit_holds_in_every_60_s_window(fleet: Fleet) -> None:
     assert busiest <= 60
 
 
-def test_429_storm_on_one_deployment_every_job_succeeds(fleet: Fleet) -> None:
+def test_429_storm_on_one_deployment_every_job_succeeds(own_fleet: Fleet) -> None:
     def config(urls: dict[str, str]) -> dict[str, Any]:
         return {
             "model_list": [deployment("storm", urls["storm"]), deployment("calm", urls["calm"])]
         }
 
     mocks = {"storm": ["--rate-429", "1", "--retry-after", "2"], "calm": ["--latency", "0.05"]}
-    with fleet(config, mocks) as f:
+    with own_fleet(config, mocks) as f:
         jobs = f.wait_all(f.submit_many([f"job {i}" for i in range(60)]))
         storm_calls = f.stats("storm")["calls"]
     assert [j["status"] for j in jobs] == ["succeeded"] * 60
@@ -98,12 +98,12 @@ def test_429_storm_on_one_deployment_every_job_succeeds(fleet: Fleet) -> None:
     assert storm_calls < 20, "a 429 with Retry-After cools the deployment"
 
 
-def test_all_deployments_down_jobs_wait_or_expire(fleet: Fleet) -> None:
+def test_all_deployments_down_jobs_wait_or_expire(own_fleet: Fleet) -> None:
     def config(urls: dict[str, str]) -> dict[str, Any]:
         deps = [deployment("a", urls["down"]), deployment("b", urls["down"])]
         return {"model_list": deps, "router_settings": {"cooldown_time": 2, "allowed_fails": 0}}
 
-    with fleet(config, {"down": ["--error-rate", "1"]}) as f:
+    with own_fleet(config, {"down": ["--error-rate", "1"]}) as f:
         patient = [f.submit(f"patient {i}", completion_window="60s") for i in range(10)]
         hasty = [f.submit(f"hasty {i}", completion_window="5s") for i in range(5)]
         time.sleep(10)
@@ -118,7 +118,7 @@ def test_all_deployments_down_jobs_wait_or_expire(fleet: Fleet) -> None:
     ]
 
 
-def test_context_window_error_falls_back_to_the_larger_group(fleet: Fleet) -> None:
+def test_context_window_error_falls_back_to_the_larger_group(own_fleet: Fleet) -> None:
     def config(urls: dict[str, str]) -> dict[str, Any]:
         return {
             "model_list": [
@@ -128,7 +128,7 @@ def test_context_window_error_falls_back_to_the_larger_group(fleet: Fleet) -> No
             "router_settings": {"context_window_fallbacks": [{"small": ["large"]}]},
         }
 
-    with fleet(config, {"small": ["--context-window", "5"], "large": []}) as f:
+    with own_fleet(config, {"small": ["--context-window", "5"], "large": []}) as f:
         job = f.wait(f.submit("one two three four five six seven eight nine ten", model="small"))
     assert job["status"] == "succeeded"
     assert job["served_group"] == "large" and job["deployment"] == "large-1"
@@ -136,12 +136,14 @@ def test_context_window_error_falls_back_to_the_larger_group(fleet: Fleet) -> No
     assert log == [("small-1", "ContextWindowExceededError"), ("large-1", None)]
 
 
-def test_adaptive_concurrency_finds_the_providers_capacity(fleet: Fleet, tmp_path: Path) -> None:
+def test_adaptive_concurrency_finds_the_providers_capacity(
+    own_fleet: Fleet, tmp_path: Path
+) -> None:
     def config(urls: dict[str, str]) -> dict[str, Any]:
         return {"model_list": [deployment("tight", urls["tight"])]}
 
     mocks = {"tight": ["--max-concurrency", "20", "--latency", "0.3", "--retry-after", "0.5"]}
-    with fleet(config, mocks, concurrency=60) as f:
+    with own_fleet(config, mocks, concurrency=60) as f:
         # A batch: all 400 jobs are there at once, however slowly a busy machine submits.
         batch = wait_ended(f, submit(f, tmp_path, 400, "job"), timeout=240)
         with f.client() as client:
