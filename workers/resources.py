@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.db import make_engine, make_sessionmaker
 from models.fleet_config import ConfigError, FleetConfig, load_fleet_config
 from models.settings import WorkerSettings
+from workers.accounting.billing import PayerCache
 from workers.delayed import DelayedJobs
 from workers.hooks import Hooks, load_hooks
 from workers.leases import Leases
@@ -41,6 +42,8 @@ class WorkerContext:
     router: Router
     delayed: DelayedJobs
     leases: Leases
+    #: Each owner's billing and budgets, trusted for a few seconds.
+    payers: PayerCache
     #: The broker's Redis when it is not `redis` (its epoch marker is checked too).
     broker_redis: Redis | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -109,6 +112,7 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
         router=Router(config, client, rng),
         delayed=DelayedJobs(client),
         leases=Leases(sessions, settings.lease_seconds, settings.job_timeout),
+        payers=PayerCache(sessions),
         broker_redis=broker_redis,
         rng=rng,
         hooks=hooks,

@@ -3,14 +3,14 @@ usage is reported to (the key's own mapping wins over its customer's), and the b
 its spend counts against.
 
 Every finished job needs its payer, and most jobs of a fleet belong to a few keys, so a
-worker process keeps each owner's payer for a few seconds (`payers`) instead of asking
-the database per job. A new budget, or a key's new subscription, is seen by workers
-within that time; the API checks budgets at enqueue without any cache."""
+worker process keeps each owner's payer for a few seconds (`PayerCache`, one per process
+in its WorkerContext) instead of asking the database per job. A new budget, or a key's new
+subscription, is seen by workers within that time; the API checks budgets at enqueue
+without any cache."""
 
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +23,7 @@ from models.tables import Job
 from models.tenancy import ApiKey, Customer
 from workers.accounting.post_call import Billing
 
-__all__ = ["Payer", "PayerCache", "billing_for", "payers"]
+__all__ = ["Payer", "PayerCache", "billing_for"]
 
 #: How long a worker trusts an owner's payer (seconds).
 PAYER_TTL_SECONDS = 5.0
@@ -98,14 +98,3 @@ class PayerCache:
             self._entries = {}
         self._entries[owner_key] = (now + self._ttl, payer)
         return payer
-
-
-_caches: weakref.WeakKeyDictionary[sessionmaker[Session], PayerCache] = weakref.WeakKeyDictionary()
-
-
-def payers(sessions: sessionmaker[Session]) -> PayerCache:
-    """The process's payer cache for this database (it lives as long as `sessions`)."""
-    cache = _caches.get(sessions)
-    if cache is None:
-        cache = _caches.setdefault(sessions, PayerCache(sessions))
-    return cache

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from models.budgets import check_budgets
 from models.tables import JobStatus, utcnow
-from workers.accounting.billing import payers
 from workers.jobstore import Claim, Outcome
 from workers.resources import WorkerContext
 
@@ -16,7 +15,7 @@ __all__ = ["pre_check"]
 
 
 def pre_check(ctx: WorkerContext, claim: Claim) -> Outcome | None:
-    budgets = list(payers(ctx.sessions).get(claim.owner).budgets)
+    budgets = list(ctx.payers.get(claim.owner).budgets)
     if not budgets:
         return None
     with ctx.sessions() as session:

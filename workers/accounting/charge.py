@@ -13,7 +13,6 @@ import redis
 from models.budgets import add_spend
 from models.tables import utcnow
 from workers import metrics
-from workers.accounting.billing import payers
 from workers.accounting.post_call import Charge, price_claim
 from workers.jobstore import Claim, Outcome
 from workers.resources import WorkerContext
@@ -30,7 +29,7 @@ def prepare(ctx: WorkerContext, claimed: Claim, outcome: Outcome) -> Charge | No
     if usage is None or not usage.total_tokens or outcome.cached:
         return None
     try:
-        payer = payers(ctx.sessions).get(claimed.owner)
+        payer = ctx.payers.get(claimed.owner)
         return price_claim(
             ctx.config,
             ctx.settings,
@@ -52,7 +51,7 @@ def settle(ctx: WorkerContext, owner: str, model_group: str, cost: Decimal | Non
     metrics.cost_known(model_group, owner, cost)
     if cost is None:
         return
-    budgets = list(payers(ctx.sessions).get(owner).budgets)
+    budgets = list(ctx.payers.get(owner).budgets)
     if not budgets:
         return
     try:
