@@ -60,11 +60,13 @@ def fleet(args: argparse.Namespace, latency: float) -> dict[str, Any]:
 
 
 def in_flight(args: argparse.Namespace) -> dict[str, Any]:
-    """bench/pools.py's case: threads, -c 1000, 4,000 jobs at 2 s (its own Redis dbs)."""
+    """bench/pools.py's case: threads, -c 1000, 4,000 jobs at 2 s (its own Redis dbs),
+    sent as the batch dispatcher sends lines (--pool-lines-per-message)."""
     out = RESULTS / "compare_pools.json"
     out.unlink(missing_ok=True)
     argv = [sys.executable, str(BENCH / "pools.py"), "--pools", "threads", "--concurrency"]
     argv += ["1000", "--jobs", str(args.pool_jobs), "--latency", "2", "--out", str(out)]
+    argv += ["--lines-per-message", str(args.pool_lines_per_message)]
     with private_postgres() as (admin_url, _):
         print("$", " ".join(argv), file=sys.stderr, flush=True)
         env = {**os.environ, "BENCH_PG_ADMIN_URL": admin_url}
@@ -123,6 +125,12 @@ def main() -> None:
     parser.add_argument("--dbs", default="7,8", help="Redis dbs of the fleet: state,broker")
     parser.add_argument("--pool-jobs", type=int, default=4000, help="bench/pools.py --jobs")
     parser.add_argument("--skip-pools", action="store_true", help="no in-flight check")
+    parser.add_argument(
+        "--pool-lines-per-message",
+        type=int,
+        default=20,
+        help="bench/pools.py --lines-per-message (20: the batch dispatcher's default)",
+    )
     parser.add_argument(
         "--redis-port", type=int, default=DEFAULT_PORT, help="port of a private redis-server"
     )

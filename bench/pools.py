@@ -37,7 +37,13 @@ from celery import Celery
 from sqlalchemy import Engine, func, insert, select
 
 from models import migrate
-from models.contract import EXECUTE_TASK, QUEUE_NORMAL, broker_options
+from models.contract import (
+    EXECUTE_LINES_TASK,
+    EXECUTE_TASK,
+    QUEUE_BATCH,
+    QUEUE_NORMAL,
+    broker_options,
+)
 from models.db import make_engine
 from models.ids import new_id
 from models.tables import TERMINAL_STATUSES, Job, JobStatus, utcnow
@@ -75,6 +81,7 @@ class Result:
     failure_reasons: dict[str, int]
     machine_busy_pct: float
     http_pool_env: bool
+    lines_per_message: int = 1
 
 
 def recreate_database(name: str) -> str:
@@ -187,10 +194,17 @@ def run_case(
             publisher.connection.ensure_connection()
             cpu0, mock_cpu0, machine0 = cpu_seconds(ps), cpu_seconds(mock_ps), psutil.cpu_times()
             t0 = time.perf_counter()
-            for job_id in ids:
-                producer.send_task(
-                    EXECUTE_TASK, args=[job_id], queue=QUEUE_NORMAL, producer=publisher
-                )
+            per = args.lines_per_message
+            for start in range(0, len(ids), per):
+                if per == 1:
+                    producer.send_task(
+                        EXECUTE_TASK, args=[ids[start]], queue=QUEUE_NORMAL, producer=publisher
+                    )
+                else:  # as the batch dispatcher sends a batch's lines
+                    chunk = ids[start : start + per]
+                    producer.send_task(
+                        EXECUTE_LINES_TASK, args=[chunk], queue=QUEUE_BATCH, producer=publisher
+                    )
             publish_s = time.perf_counter() - t0
         ideal = math.ceil(jobs / concurrency) * args.latency
         deadline = t0 + max(5 * ideal, 60.0) + args.latency * 2
@@ -232,6 +246,7 @@ def run_case(
             failure_reasons=failure_reasons(engine),
             machine_busy_pct=round(100 * busy, 1),
             http_pool_env=args.http_pool_env,
+            lines_per_message=args.lines_per_message,
         )
     finally:
         for proc in reversed(procs):
@@ -241,21 +256,22 @@ def run_case(
 
 
 HEADER = (
-    "| pool | concurrency | jobs | wall s | ideal s | wall/ideal | max in flight "
-    "| worker CPU ms/job | failures |\n|---|---|---|---|---|---|---|---|---|"
+    "| pool | concurrency | jobs | lines/message | wall s | ideal s | wall/ideal "
+    "| max in flight | worker CPU ms/job | failures |\n|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
 def row(r: Result) -> str:
     return (
-        f"| {r.pool} | {r.concurrency} | {r.jobs} | {r.wall_s:.2f} | {r.ideal_s:g} "
+        f"| {r.pool} | {r.concurrency} | {r.jobs} | {r.lines_per_message} "
+        f"| {r.wall_s:.2f} | {r.ideal_s:g} "
         f"| {r.ratio:.2f} | {r.max_in_flight} | {r.cpu_ms_per_job:.1f} | {r.failures} |"
     )
 
 
 def save(results: list[Result], path: Path) -> None:
     """Merge into the file by case, so separate invocations accumulate."""
-    key = ("pool", "concurrency", "jobs", "latency", "http_pool_env")
+    key = ("pool", "concurrency", "jobs", "latency", "http_pool_env", "lines_per_message")
     old: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
     fresh = [asdict(r) for r in results]
     seen = {tuple(d[k] for k in key) for d in fresh}
@@ -282,13 +298,21 @@ def main() -> None:
         action="store_false",
         help="do not set LLMFLEET_WORKER_CONCURRENCY=-c (shows the default httpx pool cap)",
     )
+    parser.add_argument(
+        "--lines-per-message",
+        type=int,
+        default=1,
+        help="jobs per message: 1 = one execute message each; more = execute_lines "
+        "messages on the batch queue, as the batch dispatcher sends them",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "pools.json")
     args = parser.parse_args()
     cases = itertools.product(args.pools.split(","), args.concurrency, args.jobs)
     results: list[Result] = []
     print(HEADER, flush=True)
     for pool, concurrency, jobs in cases:
-        log_dir = RESULTS / "logs" / args.out.stem / f"{pool}-c{concurrency}-n{jobs}"
+        case = f"{pool}-c{concurrency}-n{jobs}-m{args.lines_per_message}"
+        log_dir = RESULTS / "logs" / args.out.stem / case
         log_dir.mkdir(parents=True, exist_ok=True)
         try:
             result = run_case(pool, concurrency, jobs, args, log_dir)

@@ -5,15 +5,36 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    Insert,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    insert,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.tables import Base, UTCDateTime, utcnow
 
-__all__ = ["Budget", "OutboxStatus", "Spend", "UsageOutbox"]
+__all__ = [
+    "Budget",
+    "ChargeRows",
+    "OutboxStatus",
+    "Spend",
+    "UsageOutbox",
+    "insert_new_spend",
+    "write_charges",
+]
 
 
 class Spend(Base):
@@ -77,6 +98,55 @@ class UsageOutbox(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_usage_outbox_status_next", "status", "next_attempt_at"),)
+
+
+class ChargeRows(Protocol):
+    """A claim's spend row and usage events, ready to insert."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def claim(self) -> int: ...
+
+    def spend_row(self, called_at: dt.datetime) -> dict[str, Any]: ...
+
+    def outbox_rows(self, called_at: dt.datetime) -> list[dict[str, Any]]: ...
+
+
+def insert_new_spend(session: Session) -> Insert:
+    """INSERT of spend rows that skips a claim whose row exists."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(Spend).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(Spend).on_conflict_do_nothing()
+    return insert(Spend)
+
+
+def write_charges(
+    session: Session, charges: Sequence[tuple[ChargeRows, dt.datetime]]
+) -> set[tuple[str, int]]:
+    """Insert the spend rows of several claims (each with its call's time) and the usage
+    events of the rows that were new, in one statement each. Returns the (job, claim)
+    pairs written; a claim that had its spend row already writes nothing."""
+    if not charges:
+        return set()
+    conn = session.connection()
+    new = conn.execute(
+        insert_new_spend(session).returning(Spend.job_id, Spend.claim),
+        [charge.spend_row(called_at) for charge, called_at in charges],
+    )
+    written = {(row.job_id, row.claim) for row in new}
+    events = [
+        event
+        for charge, called_at in charges
+        if (charge.job_id, charge.claim) in written
+        for event in charge.outbox_rows(called_at)
+    ]
+    if events:
+        conn.execute(insert(UsageOutbox), events)
+    return written
 
 
 class Budget(Base):

@@ -10,6 +10,7 @@ __all__ = [
     "BATCH_TICK_TASK",
     "CHAT_COMPLETIONS",
     "EMBEDDINGS",
+    "EXECUTE_LINES_TASK",
     "EXECUTE_TASK",
     "LAGO_DRAIN_TASK",
     "LAGO_ENTITLEMENT_TASK",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 EXECUTE_TASK = "llmfleet.execute"
+#: Runs several batch lines from one message (args: the job ids).
+EXECUTE_LINES_TASK = "llmfleet.execute_lines"
 
 #: Job kinds: which OpenAI endpoint a job's request body is for.
 CHAT_COMPLETIONS = "chat.completions"

@@ -78,8 +78,18 @@ class CommonSettings(BaseSettings):
     batch_queue_target: int = Field(
         default=2000,
         validation_alias="LLMFLEET_BATCH_QUEUE_TARGET",
-        description="Batch messages kept waiting in the broker; more are published as "
+        description="Batch lines kept waiting in the broker; more are published as "
         "these drain, so a large batch never floods Redis.",
+    )
+    batch_lines_per_message: int = Field(
+        default=20,
+        ge=1,
+        le=500,
+        validation_alias="LLMFLEET_BATCH_LINES_PER_MESSAGE",
+        description="Batch lines carried by one execute message. A worker claims and "
+        "stores them together (one message, one claim, fewer commits), runs their calls "
+        "side by side, and counts the message as one slot per line. 1 sends a message "
+        "per line.",
     )
     webhook_secret: SecretStr | None = Field(
         default=None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import secrets
 
-from models.contract import BATCH_TICK_TASK, EXECUTE_TASK, QUEUE_BATCH
+from models.contract import BATCH_TICK_TASK, EXECUTE_LINES_TASK, EXECUTE_TASK, QUEUE_BATCH
 from models.redis_keys import BATCH_TICK_LOCK, BATCH_TICK_LOCK_TTL_MS
 from models.storage import LocalFileStorage
 from workers import batches
@@ -26,8 +26,11 @@ def _queue_depth() -> int:
         return int(queue.queue_declare().message_count)
 
 
-def _publish(job_id: str) -> None:
-    app.send_task(EXECUTE_TASK, args=[job_id], queue=QUEUE_BATCH)
+def _publish(job_ids: list[str]) -> None:
+    if len(job_ids) == 1:
+        app.send_task(EXECUTE_TASK, args=job_ids, queue=QUEUE_BATCH)
+    else:
+        app.send_task(EXECUTE_LINES_TASK, args=[job_ids], queue=QUEUE_BATCH)
 
 
 @app.task(name=BATCH_TICK_TASK, ignore_result=True)
@@ -38,8 +41,10 @@ def batch_tick() -> int:
         return 0  # another tick is running
     try:
         expired = batches.expire_due(ctx.sessions)
-        room = ctx.settings.batch_queue_target - _queue_depth()
-        published = batches.dispatch(ctx.sessions, room, _publish)
+        per_message = ctx.settings.batch_lines_per_message
+        # The queue holds messages of up to `per_message` lines: count them as full.
+        room = ctx.settings.batch_queue_target - _queue_depth() * per_message
+        published = batches.dispatch(ctx.sessions, room, _publish, per_message)
         storage = LocalFileStorage(ctx.settings.files_dir)
         ended = batches.finalize_ready(ctx.sessions, storage, publish_webhook)
     finally:

@@ -44,9 +44,11 @@ class TickReport:
 def dispatch(
     sessions: sessionmaker[Session],
     room: int,
-    publish: Callable[[str], None],
+    publish: Callable[[list[str]], None],
+    per_message: int = 1,
 ) -> int:
-    """Publish up to `room` jobs, an equal share per running batch."""
+    """Publish up to `room` jobs, an equal share per running batch, `per_message` lines
+    of one batch to a message."""
     if room <= 0:
         return 0
     with sessions() as session:
@@ -76,8 +78,8 @@ def dispatch(
         # Publish, then mark: a crash in between leaves lines unmarked, and the next tick
         # publishes them again (a second message is turned away by the claim). Marking
         # first would leave them marked with no message, waiting for nobody.
-        for job_id in ids:
-            publish(job_id)
+        for start in range(0, len(ids), per_message):
+            publish(ids[start : start + per_message])
         if ids:
             with sessions.begin() as session:
                 session.execute(

@@ -6,10 +6,17 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_shutdown
+from celery.signals import (
+    task_received,
+    task_revoked,
+    worker_init,
+    worker_process_init,
+    worker_shutdown,
+)
 
 from models.contract import (
     BATCH_TICK_TASK,
+    EXECUTE_LINES_TASK,
     EXECUTE_TASK,
     LAGO_DRAIN_TASK,
     LAGO_ENTITLEMENT_TASK,
@@ -27,6 +34,7 @@ from models.fleet_config import ConfigError
 from models.settings import WorkerSettings
 from workers import observability
 from workers.delayed import Waker
+from workers.prefetch import Prefetch
 from workers.resources import WorkerContext, build_context
 
 __all__ = ["FleetCelery", "app", "create_app", "publish_execute", "publish_webhook"]
@@ -44,6 +52,8 @@ class FleetCelery(Celery):
     fleet_settings: WorkerSettings
     context: WorkerContext | None = None
     waker: Waker | None = None
+    #: Lets a message of several lines count one prefetch slot per line.
+    prefetch: Prefetch
 
     def get_context(self) -> WorkerContext:
         if self.context is None:
@@ -60,6 +70,7 @@ def create_app(settings: WorkerSettings | None = None) -> FleetCelery:
         include=["workers.tasks", "workers.batch_tasks", "workers.accounting_tasks"],
     )
     app.fleet_settings = settings
+    app.prefetch = Prefetch()
     app.conf.update(
         broker_options(settings.visibility_timeout),
         task_acks_late=True,
@@ -147,6 +158,23 @@ def _stop(**_: Any) -> None:
         app.context = None
 
 
+def _received(sender: Any = None, request: Any = None, **_: Any) -> None:
+    """In the consumer, as a message arrives: a message of several lines takes a
+    prefetch slot per line (workers.prefetch)."""
+    if request is not None and request.name == EXECUTE_LINES_TASK:
+        args = request.args
+        lines = len(args[0]) if args and isinstance(args[0], list) else 1
+        app.prefetch.received(sender, request.id, lines)
+
+
+def _revoked(request: Any = None, **_: Any) -> None:
+    taken = app.prefetch.taken(request.id) if request is not None else None
+    if taken is not None:
+        taken.give_all()
+
+
+task_received.connect(_received, weak=False)
+task_revoked.connect(_revoked, weak=False)
 # threads and gevent pools run tasks in the main process (worker_init); prefork runs
 # them in children (worker_process_init). Either way the context is built once.
 worker_init.connect(_start, weak=False)

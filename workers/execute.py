@@ -4,22 +4,41 @@ wraps them thinly."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
 
-from models.logging_setup import bind_log_context
+from models.logging_setup import bind_log_context, log_context
 from models.redis_keys import JOB_EVENTS_CHANNEL
 from models.tables import JobStatus, utcnow
 from workers import jobstore, metrics
 from workers.accounting import charge as charges
+from workers.accounting.post_call import Charge
 from workers.key_usage import settle_job
+from workers.prefetch import Taken
 from workers.resources import WorkerContext
 from workers.runner import Deferral, JobRun
 
-__all__ = ["execute_job"]
+__all__ = ["execute_job", "execute_lines"]
 
 log = logging.getLogger(__name__)
+
+#: While a message still has lines to claim, how often it looks for a free thread.
+THREAD_WAIT_S = 0.05
+#: How long a line that has ended waits for others of its message to store with them.
+GATHER_S = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """A claimed job after its calls: an outcome to store, or a wait for capacity."""
+
+    claimed: jobstore.Claim
+    result: jobstore.Outcome | Deferral
+    records: list[jobstore.AttemptRecord]
 
 
 def execute_job(
@@ -34,37 +53,178 @@ def execute_job(
         return None
     bind_log_context(attempt=claimed.attempt, batch_id=claimed.batch_id)
     metrics.job_claimed(claimed)
+    return _store(ctx, [_run(ctx, claimed)], publish_webhook)[0]
+
+
+def execute_lines(
+    ctx: WorkerContext,
+    job_ids: Sequence[str],
+    publish_webhook: Callable[[str], None],
+    taken: Taken | None = None,
+) -> list[JobStatus | None]:
+    """Run several jobs (a batch's lines) from one message. As many lines as the line
+    pool has free threads are claimed in one UPDATE, their calls run side by side, and
+    the ends that arrive together are stored in one transaction; more lines are claimed
+    as threads free up. Each line keeps its own claim, lease and fence, exactly as
+    `execute_job` would run it. `taken` holds the prefetch slots the worker took for the
+    message's lines (workers.prefetch): each goes back as its line ends. Returns the
+    statuses stored, in the order the lines ended."""
+    waiting = list(dict.fromkeys(job_ids))
+    pending: dict[Future[Ran], jobstore.Claim] = {}
+    leases: dict[str, int] = {}
+    statuses: list[JobStatus | None] = []
+    try:
+        while waiting or pending:
+            if waiting:
+                room = ctx.lines.take(len(waiting), timeout=0 if pending else THREAD_WAIT_S)
+                wave, waiting = waiting[:room], waiting[room:]
+                for claimed in _claim(ctx, wave, taken):
+                    leases[claimed.job_id] = ctx.leases.hold(claimed.job_id)
+                    pending[ctx.lines.submit(_run_line, ctx, claimed)] = claimed
+            if pending:
+                timeout = THREAD_WAIT_S if waiting else None
+                done, running = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+                if done and running:
+                    # the lines of a wave end close together: store them in one commit
+                    done |= wait(running, timeout=GATHER_S).done
+                finished = [(future, pending.pop(future)) for future in done]
+                if finished:
+                    statuses += _store_lines(ctx, finished, publish_webhook)
+                for _, claimed in finished:
+                    ctx.leases.release(leases.pop(claimed.job_id))
+                if taken is not None:
+                    taken.give(len(finished))
+    finally:
+        for future in pending:
+            future.cancel()  # not started: its lease lapses and the sweeper hands it on
+        for token in leases.values():
+            ctx.leases.release(token)
+        if taken is not None:
+            taken.give_all()
+    return statuses
+
+
+def _claim(ctx: WorkerContext, wave: list[str], taken: Taken | None) -> list[jobstore.Claim]:
+    """Claim a wave of lines with the threads reserved for it; threads and prefetch slots
+    of the lines not claimable (done, cancelled, running elsewhere) go back at once."""
+    if not wave:
+        return []
+    try:
+        claims = jobstore.claim_many(ctx.sessions, wave, lease_seconds=ctx.settings.lease_seconds)
+    except BaseException:
+        ctx.lines.give(len(wave))
+        raise
+    unclaimed = len(wave) - len(claims)
+    if unclaimed:
+        log.info("%d of %d line(s) not claimable", unclaimed, len(wave))
+        ctx.lines.give(unclaimed)
+        if taken is not None:
+            taken.give(unclaimed)
+    return claims
+
+
+def _store_lines(
+    ctx: WorkerContext,
+    done: list[tuple[Future[Ran], jobstore.Claim]],
+    publish_webhook: Callable[[str], None],
+) -> list[JobStatus | None]:
+    runs = []
+    for future, claimed in done:
+        try:
+            runs.append(future.result())
+        except Exception as exc:
+            # Left `running`: its lease lapses and the sweeper hands it on.
+            log.warning(
+                "job %s attempt %d: %s", claimed.job_id, claimed.attempt, type(exc).__name__
+            )
+    return _store(ctx, runs, publish_webhook)
+
+
+def _run_line(ctx: WorkerContext, claimed: jobstore.Claim) -> Ran:
+    with _job_log(claimed):
+        metrics.job_claimed(claimed)
+        return _run(ctx, claimed)
+
+
+def _job_log(claimed: jobstore.Claim) -> contextlib.AbstractContextManager[None]:
+    """Every line logged about this job carries its ids (on whichever thread)."""
+    return log_context(job_id=claimed.job_id, attempt=claimed.attempt, batch_id=claimed.batch_id)
+
+
+def _run(ctx: WorkerContext, claimed: jobstore.Claim) -> Ran:
     if claimed.deadline is not None and claimed.deadline <= utcnow():
-        expired = jobstore.Outcome(JobStatus.EXPIRED, error=_expired(claimed))
-        return _finish(ctx, claimed, expired, [], publish_webhook)
+        return Ran(claimed, jobstore.Outcome(JobStatus.EXPIRED, error=_expired(claimed)), [])
     run = JobRun(ctx, claimed)
     result = run.execute()
-    if isinstance(result, Deferral):
-        due = dt.datetime.fromtimestamp(result.due_s, dt.UTC)
-        if claimed.deadline is not None and due > claimed.deadline:
-            due = claimed.deadline  # wake at the deadline to end it `expired`
-        stored = jobstore.defer(ctx.sessions, claimed, due, result.reason, run.records)
-        if stored is None or stored.status is not JobStatus.QUEUED:
-            settle_job(ctx, claimed, stored, None)
-            return _ended(ctx, claimed, stored, None, publish_webhook)
-        ctx.delayed.add(job_id, claimed.priority, int(due.timestamp() * 1000))
-        metrics.job_deferred(claimed)
-        log.info("job %s attempt %d: waiting until %s", job_id, claimed.attempt, due.isoformat())
-        return JobStatus.QUEUED
-    return _finish(ctx, claimed, result, run.records, publish_webhook)
+    return Ran(claimed, result, run.records)
 
 
-def _finish(
+def _store(
+    ctx: WorkerContext, runs: Sequence[Ran], publish_webhook: Callable[[str], None]
+) -> list[JobStatus | None]:
+    """Store what the runs came to: the ends in one transaction, each wait on its own."""
+    ended = [r for r in runs if not isinstance(r.result, Deferral)]
+    statuses = _finish(ctx, ended, publish_webhook) if ended else []
+    for ran in runs:
+        if isinstance(ran.result, Deferral):
+            with _job_log(ran.claimed):
+                deferred = _defer(ctx, ran.claimed, ran.result, ran.records, publish_webhook)
+            statuses.append(deferred)
+    return statuses
+
+
+def _defer(
     ctx: WorkerContext,
     claimed: jobstore.Claim,
-    outcome: jobstore.Outcome,
+    deferral: Deferral,
     records: list[jobstore.AttemptRecord],
     publish_webhook: Callable[[str], None],
 ) -> JobStatus | None:
-    """Store the end with its charge (spend row and usage events) in one transaction;
-    then settle key limits and budgets, which live in Redis."""
-    charge = charges.prepare(ctx, claimed, outcome)
-    stored = jobstore.finish(ctx.sessions, claimed, outcome, records, charge)
+    due = dt.datetime.fromtimestamp(deferral.due_s, dt.UTC)
+    if claimed.deadline is not None and due > claimed.deadline:
+        due = claimed.deadline  # wake at the deadline to end it `expired`
+    stored = jobstore.defer(ctx.sessions, claimed, due, deferral.reason, records)
+    if stored is None or stored.status is not JobStatus.QUEUED:
+        settle_job(ctx, claimed, stored, None)
+        status = _ended(ctx, claimed, stored, None, publish_webhook)
+        _announce(ctx, [claimed.job_id] if status else [])
+        return status
+    ctx.delayed.add(claimed.job_id, claimed.priority, int(due.timestamp() * 1000))
+    metrics.job_deferred(claimed)
+    log.info(
+        "job %s attempt %d: waiting until %s", claimed.job_id, claimed.attempt, due.isoformat()
+    )
+    return JobStatus.QUEUED
+
+
+def _finish(
+    ctx: WorkerContext, ended: Sequence[Ran], publish_webhook: Callable[[str], None]
+) -> list[JobStatus | None]:
+    """Store the ends with their charges (spend rows and usage events) in one
+    transaction; then settle key limits and budgets, which live in Redis."""
+    outcomes = [(r.claimed, r.result) for r in ended if isinstance(r.result, jobstore.Outcome)]
+    priced = [charges.prepare(ctx, claimed, outcome) for claimed, outcome in outcomes]
+    endings = [
+        jobstore.Ending(claimed, outcome, ran.records, charge)
+        for (claimed, outcome), ran, charge in zip(outcomes, ended, priced, strict=True)
+    ]
+    stored = jobstore.finish_many(ctx.sessions, endings)
+    statuses = []
+    for (claimed, outcome), charge, s in zip(outcomes, priced, stored, strict=True):
+        with _job_log(claimed):
+            statuses.append(_after_finish(ctx, claimed, outcome, charge, s, publish_webhook))
+    _announce(ctx, [e.claimed.job_id for e, s in zip(endings, statuses, strict=True) if s])
+    return statuses
+
+
+def _after_finish(
+    ctx: WorkerContext,
+    claimed: jobstore.Claim,
+    outcome: jobstore.Outcome,
+    charge: Charge | None,
+    stored: jobstore.Stored | None,
+    publish_webhook: Callable[[str], None],
+) -> JobStatus | None:
     settle_job(ctx, claimed, stored, outcome)
     status = _ended(ctx, claimed, stored, outcome.deployment_id, publish_webhook)
     if status is None or stored is None or outcome.usage is None:
@@ -100,7 +260,6 @@ def _ended(
         )
         return None
     metrics.job_ended(claimed, stored.status)
-    _announce(ctx, claimed.job_id)
     for delivery_id in stored.webhooks:
         _publish_webhook(publish_webhook, claimed.job_id, delivery_id)
     log.info(
@@ -113,12 +272,18 @@ def _ended(
     return stored.status
 
 
-def _announce(ctx: WorkerContext, job_id: str) -> None:
-    """Wake long-polling API requests. Losing this only delays them to their timeout."""
+def _announce(ctx: WorkerContext, job_ids: Sequence[str]) -> None:
+    """Wake long-polling API requests (one round trip for all). Losing this only delays
+    them to their timeout."""
+    if not job_ids:
+        return
     try:
-        ctx.redis.publish(JOB_EVENTS_CHANNEL, job_id)
+        with ctx.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.publish(JOB_EVENTS_CHANNEL, job_id)
+            pipe.execute()
     except Exception as exc:
-        log.warning("job %s: could not announce its end: %s", job_id, type(exc).__name__)
+        log.warning("%d job(s): could not announce their end: %s", len(job_ids), type(exc).__name__)
 
 
 def _publish_webhook(publish: Callable[[str], None], job_id: str, delivery_id: str) -> None:

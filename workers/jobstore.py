@@ -13,13 +13,15 @@ caller publishes the returned delivery ids once it has committed.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import Update, and_, func, insert, or_, select, update
+from sqlalchemy import Integer, Update, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.accounting import ChargeRows, write_charges
 from models.tables import Job, JobAttempt, JobStatus, utcnow
 from models.webhooks import record_job_event
 from workers.providers.base import Usage
@@ -28,11 +30,14 @@ __all__ = [
     "AttemptRecord",
     "Charge",
     "Claim",
+    "Ending",
     "Outcome",
     "Stored",
     "claim",
+    "claim_many",
     "defer",
     "finish",
+    "finish_many",
     "requeue_stale",
 ]
 
@@ -57,6 +62,8 @@ class Claim:
     cache_ttl: int | None = None
     #: Since when the job could run: queued, or the end of its wait for capacity.
     queued_since: dt.datetime | None = None
+    #: When this claim was taken (the row's `started_at`).
+    started_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,21 +100,31 @@ class Stored:
     charged: bool = False
 
 
-class Charge(Protocol):
+class Charge(ChargeRows, Protocol):
     """What a claim cost, priced before `finish` (see workers.accounting.post_call)."""
 
     @property
     def cost(self) -> Decimal | None: ...
 
-    def write(self, session: Session, called_at: dt.datetime) -> bool: ...
-
 
 def claim(sessions: sessionmaker[Session], job_id: str, lease_seconds: float) -> Claim | None:
+    claims = claim_many(sessions, [job_id], lease_seconds)
+    return claims[0] if claims else None
+
+
+def claim_many(
+    sessions: sessionmaker[Session], job_ids: Sequence[str], lease_seconds: float
+) -> list[Claim]:
+    """Claim every job of `job_ids` that may run now, in one UPDATE; the others (done,
+    running under a live lease, cancelled) are left alone. The claims come back in the
+    order of `job_ids`."""
+    if not job_ids:
+        return []
     now = utcnow()
     stmt = (
         update(Job)
         .where(
-            Job.id == job_id,
+            Job.id.in_(job_ids) if len(job_ids) > 1 else Job.id == job_ids[0],
             Job.cancel_requested.is_(False),
             or_(
                 Job.status == JobStatus.QUEUED,
@@ -121,13 +138,14 @@ def claim(sessions: sessionmaker[Session], job_id: str, lease_seconds: float) ->
             lease_until=now + dt.timedelta(seconds=lease_seconds),
         )
         .returning(
+            Job.id,
             Job.attempts,
             Job.kind,
             Job.model,
             Job.request,
             Job.deadline,
             Job.priority,
-            Job.meta,
+            Job.meta.label("meta"),
             Job.wait_reason,
             Job.owner_key,
             Job.batch_id,
@@ -139,11 +157,13 @@ def claim(sessions: sessionmaker[Session], job_id: str, lease_seconds: float) ->
         .execution_options(synchronize_session=False)
     )
     with sessions.begin() as session:
-        row = session.execute(stmt).first()
-    if row is None:
-        return None
+        rows = {row.id: row for row in session.connection().execute(stmt)}
+    return [_claim_of(rows[job_id], now) for job_id in dict.fromkeys(job_ids) if job_id in rows]
+
+
+def _claim_of(row: Any, started_at: dt.datetime) -> Claim:
     return Claim(
-        job_id,
+        row.id,
         row.attempts,
         row.kind,
         row.model,
@@ -157,6 +177,7 @@ def claim(sessions: sessionmaker[Session], job_id: str, lease_seconds: float) ->
         estimated_tokens=row.estimated_tokens,
         cache_ttl=row.cache_ttl,
         queued_since=max((t for t in (row.queued_at, row.not_before) if t), default=None),
+        started_at=started_at,
     )
 
 
@@ -191,24 +212,25 @@ def _record_attempts(
     _insert_attempts(session, claimed, records)
 
 
-def _insert_attempts(session: Session, claimed: Claim, records: list[AttemptRecord]) -> None:
+def _insert_attempts(session: Session, claimed: Claim, records: Sequence[AttemptRecord]) -> None:
     if records:
-        session.execute(
-            insert(JobAttempt),
-            [
-                {
-                    "job_id": claimed.job_id,
-                    "claim": claimed.attempt,
-                    "model_group": r.model_group,
-                    "deployment_id": r.deployment_id,
-                    "error_class": r.error_class,
-                    "status_code": r.status_code,
-                    "latency_ms": r.latency_ms,
-                    "started_at": r.started_at,
-                }
-                for r in records
-            ],
-        )
+        session.execute(insert(JobAttempt), _attempt_rows(claimed, records))
+
+
+def _attempt_rows(claimed: Claim, records: Sequence[AttemptRecord]) -> list[dict[str, Any]]:
+    return [
+        {
+            "job_id": claimed.job_id,
+            "claim": claimed.attempt,
+            "model_group": r.model_group,
+            "deployment_id": r.deployment_id,
+            "error_class": r.error_class,
+            "status_code": r.status_code,
+            "latency_ms": r.latency_ms,
+            "started_at": r.started_at,
+        }
+        for r in records
+    ]
 
 
 def defer(
@@ -277,11 +299,21 @@ def is_cancel_requested(sessions: sessionmaker[Session], job_id: str) -> bool:
         return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """A claim's end, as `finish_many` stores it."""
+
+    claimed: Claim
+    outcome: Outcome
+    records: Sequence[AttemptRecord] = ()
+    charge: Charge | None = None
+
+
 def finish(
     sessions: sessionmaker[Session],
     claimed: Claim,
     outcome: Outcome,
-    records: list[AttemptRecord] | None = None,
+    records: Sequence[AttemptRecord] = (),
     charge: Charge | None = None,
 ) -> Stored | None:
     """Store the outcome, its attempts and its charge in one transaction if this worker
@@ -291,26 +323,125 @@ def finish(
     the call consumed are still recorded and charged. Returns what was stored, or None
     when the claim was lost (then nothing is written).
     """
-    records = records or []
+    return finish_many(sessions, [Ending(claimed, outcome, records, charge)])[0]
+
+
+def finish_many(sessions: sessionmaker[Session], endings: Sequence[Ending]) -> list[Stored | None]:
+    """`finish` for several claims in one transaction: one executemany UPDATE ends the
+    claims still held (each fenced on its own attempt number), one SELECT tells which
+    did, and their attempts, spend rows and events go in with a statement each. A lost
+    claim stores nothing (None in its place)."""
+    if not endings:
+        return []
     now = utcnow()
+    stored: list[Stored | None] = []
     with sessions.begin() as session:
-        ended = session.execute(
-            _end(claimed, outcome, len(records), charge, now)
-            .where(Job.cancel_requested.is_(False))
-            .values(status=outcome.status, response=outcome.response, error=outcome.error)
-        ).first()
-        if ended is None:  # cancelled meanwhile, or the claim was lost
-            ended = session.execute(
-                _end(claimed, outcome, len(records), charge, now)
-                .where(Job.cancel_requested.is_(True))
-                .values(status=JobStatus.CANCELLED, error=CANCELLED_WHILE_RUNNING)
-            ).first()
-        if ended is None:
-            return None
-        _insert_attempts(session, claimed, records)
-        charged = charge.write(session, ended.started_at or now) if charge else False
-        webhooks = _webhooks(session, claimed.job_id, ended.webhook_url, ended.status)
-        return Stored(JobStatus(ended.status), webhooks, charged)
+        conn = session.connection()
+        conn.execute(_FINISH, [_finish_params(e, now) for e in endings])
+        rows = {
+            row.id: row
+            for row in conn.execute(
+                select(
+                    Job.id,
+                    Job.status,
+                    Job.attempts,
+                    Job.cancel_requested,
+                    Job.webhook_url,
+                    Job.started_at,
+                    Job.finished_at,
+                ).where(Job.id.in_([e.claimed.job_id for e in endings]))
+            )
+        }
+        ended: list[tuple[Ending, Any]] = []
+        for ending in endings:
+            claimed = ending.claimed
+            row = rows.get(claimed.job_id)
+            if row is None or row.attempts != claimed.attempt:
+                row = None  # the claim was lost (the job was handed to another worker)
+            elif row.status == JobStatus.RUNNING and row.cancel_requested:
+                # cancelled while it ran: it ends `cancelled`, its usage still counted
+                row = conn.execute(
+                    _end(claimed, ending.outcome, len(ending.records), ending.charge, now)
+                    .where(Job.cancel_requested.is_(True))
+                    .values(status=JobStatus.CANCELLED, error=CANCELLED_WHILE_RUNNING)
+                ).first()
+            elif row.status != ending.outcome.status or row.finished_at != now:
+                row = None  # not ended by this call: back in the queue, or ended before
+            if row is not None:
+                ended.append((ending, row))
+        attempts = [r for e, _ in ended for r in _attempt_rows(e.claimed, e.records)]
+        if attempts:
+            conn.execute(insert(JobAttempt), attempts)
+        charged = write_charges(
+            session,
+            [(e.charge, row.started_at or now) for e, row in ended if e.charge is not None],
+        )
+        results = {
+            e.claimed.job_id: Stored(
+                JobStatus(row.status),
+                _webhooks(session, e.claimed.job_id, row.webhook_url, row.status),
+                (e.claimed.job_id, e.claimed.attempt) in charged,
+            )
+            for e, row in ended
+        }
+        stored = [results.get(e.claimed.job_id) for e in endings]
+    return stored
+
+
+_USAGE = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+)
+
+#: Ends a claim still held and not asked to cancel: one statement for any number of
+#: claims (executemany). A value given as NULL leaves the column as it was.
+_FINISH = (
+    update(Job)
+    .where(
+        Job.id == bindparam("b_id"),
+        Job.attempts == bindparam("b_attempt"),
+        Job.status == JobStatus.RUNNING,
+        Job.cancel_requested.is_(False),
+    )
+    .values(
+        status=bindparam("b_status"),
+        response=bindparam("b_response", type_=Job.response.type),
+        error=bindparam("b_error", type_=Job.error.type),
+        deployment_id=bindparam("b_deployment_id"),
+        served_group=bindparam("b_served_group"),
+        not_before=None,
+        finished_at=bindparam("b_now", type_=Job.finished_at.type),
+        lease_until=None,
+        calls=func.coalesce(Job.calls, 0) + bindparam("b_calls"),
+        cached=func.coalesce(bindparam("b_cached", type_=Job.cached.type), Job.cached),
+        cost=func.coalesce(bindparam("b_cost", type_=Job.cost.type), Job.cost),
+        **{f: func.coalesce(bindparam(f"b_{f}", type_=Integer), getattr(Job, f)) for f in _USAGE},
+    )
+)
+
+
+def _finish_params(ending: Ending, now: dt.datetime) -> dict[str, Any]:
+    outcome, charge = ending.outcome, ending.charge
+    usage = _usage_values(outcome.usage) if outcome.usage is not None else {}
+    cost = Decimal(0) if outcome.cached else (charge.cost if charge is not None else None)
+    return {
+        "b_id": ending.claimed.job_id,
+        "b_attempt": ending.claimed.attempt,
+        "b_status": outcome.status,
+        "b_response": outcome.response,
+        "b_error": outcome.error,
+        "b_deployment_id": outcome.deployment_id,
+        "b_served_group": outcome.served_group,
+        "b_now": now,
+        "b_calls": len(ending.records),
+        "b_cached": True if outcome.cached else None,
+        "b_cost": cost,
+        **{f"b_{f}": usage.get(f) for f in _USAGE},
+    }
 
 
 def _end(

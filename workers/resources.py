@@ -18,7 +18,9 @@ from models.settings import WorkerSettings
 from workers.accounting.billing import PayerCache
 from workers.delayed import DelayedJobs
 from workers.hooks import Hooks, load_hooks
+from workers.http_shards import HttpShards
 from workers.leases import Leases
+from workers.line_pool import LinePool
 from workers.providers import check_providers
 from workers.router import Router
 
@@ -38,12 +40,17 @@ class WorkerContext:
     engine: Engine
     sessions: sessionmaker[Session]
     redis: redis.Redis
+    #: For webhooks and Lago.
     http: httpx.Client
+    #: For provider calls: `calls.client()` is the calling thread's client.
+    calls: HttpShards
     router: Router
     delayed: DelayedJobs
     leases: Leases
     #: Each owner's billing and budgets, trusted for a few seconds.
     payers: PayerCache
+    #: Runs the lines of several-line messages side by side (a thread per call held).
+    lines: LinePool
     #: The broker's Redis when it is not `redis` (its epoch marker is checked too).
     broker_redis: Redis | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -58,7 +65,9 @@ class WorkerContext:
 
     def close(self) -> None:
         self.leases.stop()
+        self.lines.shutdown()
         self.http.close()
+        self.calls.close()
         self.redis.close()
         if self.broker_redis is not None:
             self.broker_redis.close()
@@ -81,19 +90,25 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
     config = load_checked_config(settings)
     hooks = load_hooks(config.llmfleet_settings)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-    # One pool for the whole process, sized to the number of calls it may hold at once.
     # Idle connections are dropped before the usual 5 s server-side idle timeout, so a
     # call rarely lands on a socket the server is closing.
-    limits = httpx.Limits(
-        max_connections=settings.concurrency + 16,
-        max_keepalive_connections=settings.concurrency + 16,
-        keepalive_expiry=KEEPALIVE_EXPIRY_S,
-    )
-    http = httpx.Client(limits=limits, timeout=httpx.Timeout(config.router_settings.timeout))
+    timeout = httpx.Timeout(config.router_settings.timeout)
+
+    def http_client(connections: int) -> httpx.Client:
+        limits = httpx.Limits(
+            max_connections=connections,
+            max_keepalive_connections=connections,
+            keepalive_expiry=KEEPALIVE_EXPIRY_S,
+        )
+        return httpx.Client(limits=limits, timeout=timeout)
+
+    # Provider calls come from the line pool's threads and the task pool's (-c each).
+    calls = HttpShards(http_client, 2 * settings.concurrency)
+    http = http_client(32)  # webhooks and Lago
     client = redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=10,
-        max_connections=settings.concurrency + 8,
+        max_connections=2 * settings.concurrency + 8,
         health_check_interval=30,
     )
     broker = settings.broker_url
@@ -109,10 +124,12 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
         sessions=sessions,
         redis=client,
         http=http,
+        calls=calls,
         router=Router(config, client, rng),
         delayed=DelayedJobs(client),
         leases=Leases(sessions, settings.lease_seconds, settings.job_timeout),
         payers=PayerCache(sessions),
+        lines=LinePool(settings.concurrency),
         broker_redis=broker_redis,
         rng=rng,
         hooks=hooks,

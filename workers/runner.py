@@ -156,7 +156,7 @@ class JobRun:
         call = provider.embed if self.claim.kind == EMBEDDINGS else provider.chat
         started, t0 = utcnow(), time.monotonic()
         try:
-            result = call(self.ctx.http, deployment, self.claim.request, options)
+            result = call(self.ctx.calls.client(), deployment, self.claim.request, options)
         except ProviderError as exc:
             latency = time.monotonic() - t0
             self.ctx.router.report_failure(admitted, exc)

@@ -8,12 +8,18 @@ import redis
 from celery import Task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from models.contract import EXECUTE_TASK, SWEEP_TASK, WEBHOOK_TASK, queue_for_priority
+from models.contract import (
+    EXECUTE_LINES_TASK,
+    EXECUTE_TASK,
+    SWEEP_TASK,
+    WEBHOOK_TASK,
+    queue_for_priority,
+)
 from models.logging_setup import log_context
 from workers import jobstore, recovery, webhooks
 from workers.accounting.post_call import unbilled_claims
 from workers.celery_app import app, publish_execute, publish_webhook
-from workers.execute import execute_job
+from workers.execute import execute_job, execute_lines
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,21 @@ def execute(self: Task, job_id: str) -> None:
             delay = min(RETRY_CAP_SECONDS, 2**self.request.retries)
             log.warning("job %s: %s; trying again in %d s", job_id, type(exc).__name__, delay)
             raise self.retry(countdown=delay, max_retries=None) from None
+
+
+@app.task(name=EXECUTE_LINES_TASK, bind=True)
+def execute_many(self: Task, job_ids: list[str]) -> None:
+    """Several batch lines from one message (see workers.execute.execute_lines)."""
+    taken = app.prefetch.taken(self.request.id)
+    ctx = app.get_context()
+    try:
+        execute_lines(ctx, job_ids, publish_webhook, taken)
+    except TRANSIENT as exc:
+        # Lines not claimed yet would be lost with this message; lines already claimed
+        # are turned away by the second one and handed on by the sweeper after their lease.
+        delay = min(RETRY_CAP_SECONDS, 2**self.request.retries)
+        log.warning("%d line(s): %s; trying again in %d s", len(job_ids), type(exc).__name__, delay)
+        raise self.retry(countdown=delay, max_retries=None) from None
 
 
 @app.task(name=WEBHOOK_TASK, bind=True)

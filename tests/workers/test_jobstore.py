@@ -170,3 +170,59 @@ def test_sweeper_picks_lost_jobs_only(sessions: sessionmaker[Session]) -> None:
     assert not picked & {fresh_unpublished, published, live_worker, undispatched_line}
     with sessions() as session:
         assert session.get(Job, dead_worker).status == "queued"  # type: ignore[union-attr]
+
+
+def test_one_update_claims_the_claimable_lines_of_a_message(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Given the lines of one message: two queued, one done, one cancelled, one running
+    # under a live lease, one whose worker died
+    queued = [add_job(sessions), add_job(sessions)]
+    done = add_job(sessions, status=JobStatus.SUCCEEDED)
+    cancelled = add_job(sessions, status=JobStatus.CANCELLED, cancel_requested=True)
+    live = add_job(sessions, status=JobStatus.RUNNING, attempts=1, lease_until=_in(300))
+    dead = add_job(sessions, status=JobStatus.RUNNING, attempts=1, lease_until=_in(-1))
+    ids = [queued[1], done, dead, cancelled, live, queued[0]]
+
+    claims = jobstore.claim_many(sessions, ids, lease_seconds=60)
+
+    # Then the claimable ones are claimed, in the message's order, each with its fence
+    assert [(c.job_id, c.attempt) for c in claims] == [(queued[1], 1), (dead, 2), (queued[0], 1)]
+    assert all(c.started_at is not None for c in claims)
+    # and a second delivery of the same message claims nothing
+    assert jobstore.claim_many(sessions, ids, lease_seconds=60) == []
+
+
+def test_ends_stored_together_keep_their_own_fences(sessions: sessionmaker[Session]) -> None:
+    # Given three claimed lines: one is cancelled while it runs, one loses its claim
+    kept, cancelled, lost = (add_job(sessions) for _ in range(3))
+    claims = jobstore.claim_many(sessions, [kept, cancelled, lost], lease_seconds=60)
+    with sessions.begin() as session:
+        session.get(Job, cancelled).cancel_requested = True  # type: ignore[union-attr]
+        session.get(Job, lost).attempts = 2  # type: ignore[union-attr]
+    record = jobstore.AttemptRecord("m", "dep-a", None, None, 12, utcnow())
+    done = jobstore.Outcome(JobStatus.SUCCEEDED, response={"ok": 1}, usage=Usage(1, 2, 3))
+
+    # When their ends are stored in one transaction
+    stored = jobstore.finish_many(sessions, [jobstore.Ending(c, done, [record]) for c in claims])
+
+    # Then each got what its own claim allows, and only the kept claims wrote attempts
+    assert stored == [
+        jobstore.Stored(JobStatus.SUCCEEDED),
+        jobstore.Stored(JobStatus.CANCELLED),
+        None,
+    ]
+    with sessions() as session:
+        jobs = {j.id: j for j in session.scalars(select(Job))}
+        attempts = session.execute(text("SELECT job_id FROM job_attempts")).scalars().all()
+    assert (jobs[kept].status, jobs[kept].total_tokens, jobs[kept].calls) == ("succeeded", 3, 1)
+    assert jobs[cancelled].status == "cancelled"
+    assert (jobs[lost].status, jobs[lost].calls) == ("running", 0)
+    assert sorted(attempts) == sorted([kept, cancelled])
+    # and ending the same claims again stores nothing more
+    again = jobstore.finish_many(sessions, [jobstore.Ending(c, done, [record]) for c in claims])
+    assert again == [None, None, None]
+
+
+def _in(seconds: float) -> dt.datetime:
+    return utcnow() + dt.timedelta(seconds=seconds)

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Insert, exists, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.accounting import OutboxStatus, Spend, UsageOutbox
+from models.accounting import OutboxStatus, Spend, write_charges
 from models.fleet_config import Deployment, FleetConfig
 from models.settings import CommonSettings
 from models.tables import Job, JobStatus, utcnow
@@ -101,13 +100,13 @@ class Charge:
     def write(self, session: Session, called_at: dt.datetime) -> bool:
         """Insert the spend row and its events; False (and nothing written) when the
         claim already has its spend row."""
-        spend = _insert_new(session, Spend).values(self._spend(called_at)).returning(Spend.id)
-        if session.execute(spend).first() is None:
-            return False
-        events = self._events(int(called_at.timestamp()))
-        if events:
-            session.execute(insert(UsageOutbox), events)
-        return True
+        return bool(write_charges(session, [(self, called_at)]))
+
+    def spend_row(self, called_at: dt.datetime) -> dict[str, Any]:
+        return self._spend(called_at)
+
+    def outbox_rows(self, called_at: dt.datetime) -> list[dict[str, Any]]:
+        return self._events(int(called_at.timestamp()))
 
     def _spend(self, called_at: dt.datetime) -> dict[str, Any]:
         usage = self.usage
@@ -303,13 +302,3 @@ def _deployment(
         if dep.id == deployment_id:
             return dep
     return None
-
-
-def _insert_new(session: Session, table: type[Spend]) -> Insert:
-    """INSERT that skips a row whose unique key is taken (the claim's spend row exists)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    return insert(table)

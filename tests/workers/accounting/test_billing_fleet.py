@@ -48,6 +48,9 @@ def config(urls: dict[str, str]) -> dict[str, Any]:
     }
 
 
+# Its own waits (the jobs, then the events backing off after the outage) may take up to
+# 300 s each on a busy machine: more than the suite's default per-test timeout.
+@pytest.mark.timeout(900)
 def test_every_usage_event_recorded_once_through_an_outage_and_a_redelivery(
     database: tuple[str, Engine], tmp_path: Path, lago: LagoStandIn
 ) -> None:
