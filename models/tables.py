@@ -9,14 +9,17 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    ColumnElement,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     Numeric,
+    Select,
     String,
     Text,
     TypeDecorator,
+    select,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -30,6 +33,7 @@ __all__ = [
     "JobStatus",
     "UTCDateTime",
     "WebhookDelivery",
+    "locked_in_id_order",
     "utcnow",
 ]
 
@@ -232,6 +236,14 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+
+def locked_in_id_order(*where: ColumnElement[bool]) -> Select[str]:
+    """The ids of the job rows matching `where`, locked in id order. Every statement that
+    changes several job rows at once takes their locks through this
+    (`update(Job).where(Job.id.in_(locked_in_id_order(...)))`), so two such statements
+    never wait on each other's rows in opposite orders (a deadlock)."""
+    return select(Job.id).where(*where).order_by(Job.id).with_for_update()
 
 
 # Tenancy and accounting tables live in their own modules; importing them here

@@ -23,7 +23,7 @@ from models.schemas.batches import (
     counts_from_statuses,
 )
 from models.schemas.jobs import parse_duration
-from models.tables import Batch, Job, JobStatus, utcnow
+from models.tables import Batch, Job, JobStatus, locked_in_id_order, utcnow
 from models.webhooks import record_event
 from producer_api.access import check_batch_allowance, model_checker
 from producer_api.auth import Caller
@@ -193,7 +193,12 @@ def cancel_batch(ctx: ApiContext, caller: Caller, batch_id: str, api: str = "ope
         )
         session.execute(
             update(Job)
-            .where(Job.batch_id == batch.id, Job.status == JobStatus.QUEUED)
+            .where(
+                Job.id.in_(
+                    locked_in_id_order(Job.batch_id == batch.id, Job.status == JobStatus.QUEUED)
+                ),
+                Job.status == JobStatus.QUEUED,
+            )
             .values(
                 status=JobStatus.CANCELLED,
                 cancel_requested=True,
@@ -208,7 +213,12 @@ def cancel_batch(ctx: ApiContext, caller: Caller, batch_id: str, api: str = "ope
         )
         session.execute(
             update(Job)
-            .where(Job.batch_id == batch.id, Job.status == JobStatus.RUNNING)
+            .where(
+                Job.id.in_(
+                    locked_in_id_order(Job.batch_id == batch.id, Job.status == JobStatus.RUNNING)
+                ),
+                Job.status == JobStatus.RUNNING,
+            )
             .values(cancel_requested=True)
         )
     ctx.publisher.publish_batch_tick()

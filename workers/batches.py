@@ -24,7 +24,7 @@ from models.batch_stats import usage_of
 from models.ids import new_id
 from models.schemas.batches import output_line
 from models.storage import FileStorage
-from models.tables import Batch, File, Job, JobStatus, utcnow
+from models.tables import Batch, File, Job, JobStatus, locked_in_id_order, utcnow
 from models.webhooks import record_event
 
 __all__ = ["TickReport", "dispatch", "expire_due", "finalize_ready"]
@@ -84,7 +84,10 @@ def dispatch(
             with sessions.begin() as session:
                 session.execute(
                     update(Job)
-                    .where(Job.id.in_(ids), Job.published_at.is_(None))
+                    .where(
+                        Job.id.in_(locked_in_id_order(Job.id.in_(ids))),
+                        Job.published_at.is_(None),
+                    )
                     .values(published_at=utcnow())
                     .execution_options(synchronize_session=False)
                 )
@@ -107,7 +110,12 @@ def expire_due(sessions: sessionmaker[Session]) -> int:
             return 0
         result = session.execute(
             update(Job)
-            .where(Job.batch_id.in_(due), Job.status == JobStatus.QUEUED)
+            .where(
+                Job.id.in_(
+                    locked_in_id_order(Job.batch_id.in_(due), Job.status == JobStatus.QUEUED)
+                ),
+                Job.status == JobStatus.QUEUED,
+            )
             .values(
                 status=JobStatus.EXPIRED,
                 finished_at=now,

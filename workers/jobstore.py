@@ -22,7 +22,7 @@ from sqlalchemy import Integer, Update, and_, bindparam, func, insert, or_, sele
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.accounting import ChargeRows, write_charges
-from models.tables import Job, JobAttempt, JobStatus, utcnow
+from models.tables import Job, JobAttempt, JobStatus, locked_in_id_order, utcnow
 from models.webhooks import record_job_event
 from workers.providers.base import Usage
 
@@ -124,7 +124,10 @@ def claim_many(
     stmt = (
         update(Job)
         .where(
-            Job.id.in_(job_ids) if len(job_ids) > 1 else Job.id == job_ids[0],
+            # several rows are locked in id order (see models.tables.locked_in_id_order)
+            Job.id.in_(locked_in_id_order(Job.id.in_(job_ids)))
+            if len(job_ids) > 1
+            else Job.id == job_ids[0],
             Job.cancel_requested.is_(False),
             or_(
                 Job.status == JobStatus.QUEUED,
@@ -337,7 +340,9 @@ def finish_many(sessions: sessionmaker[Session], endings: Sequence[Ending]) -> l
     stored: list[Stored | None] = []
     with sessions.begin() as session:
         conn = session.connection()
-        conn.execute(_FINISH, [_finish_params(e, now) for e in endings])
+        # in id order, as every statement that changes several job rows
+        ordered = sorted(endings, key=lambda e: e.claimed.job_id)
+        conn.execute(_FINISH, [_finish_params(e, now) for e in ordered])
         rows = {
             row.id: row
             for row in conn.execute(
@@ -507,9 +512,10 @@ def requeue_stale(
         ).all()
         ids = [r.id for r in rows]
         if ids:
+            locked = locked_in_id_order(Job.id.in_(ids))
             session.execute(
                 update(Job)
-                .where(Job.id.in_(ids), Job.status == JobStatus.RUNNING, Job.lease_until < now)
+                .where(Job.id.in_(locked), Job.status == JobStatus.RUNNING, Job.lease_until < now)
                 .values(status=JobStatus.QUEUED, lease_until=None)
                 .execution_options(synchronize_session=False)
             )

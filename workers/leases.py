@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.tables import Job, JobStatus, utcnow
+from models.tables import Job, JobStatus, locked_in_id_order, utcnow
 
 __all__ = ["Leases"]
 
@@ -74,7 +74,9 @@ class Leases:
             with self._sessions.begin() as session:
                 result = session.execute(
                     update(Job)
-                    .where(Job.id.in_(ids[start : start + RENEW_CHUNK]))
+                    .where(
+                        Job.id.in_(locked_in_id_order(Job.id.in_(ids[start : start + RENEW_CHUNK])))
+                    )
                     .where(Job.status == JobStatus.RUNNING)
                     .values(lease_until=until)
                     .execution_options(synchronize_session=False)

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.redis_keys import EPOCH
-from models.tables import Job, JobStatus, utcnow
+from models.tables import Job, JobStatus, locked_in_id_order, utcnow
 from workers.delayed import DelayedJobs
 
 __all__ = ["epoch_lost", "republish_queued"]
@@ -63,7 +63,7 @@ def republish_queued(
             if now_ids:
                 session.execute(
                     update(Job)
-                    .where(Job.id.in_(now_ids))
+                    .where(Job.id.in_(locked_in_id_order(Job.id.in_(now_ids))))
                     .values(published_at=now)
                     .execution_options(synchronize_session=False)
                 )
