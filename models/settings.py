@@ -86,10 +86,10 @@ class CommonSettings(BaseSettings):
         ge=1,
         le=500,
         validation_alias="LLMFLEET_BATCH_LINES_PER_MESSAGE",
-        description="Batch lines carried by one execute message. A worker claims and "
-        "stores them together (one message, one claim, fewer commits), runs their calls "
-        "side by side, and counts the message as one slot per line. 1 sends a message "
-        "per line.",
+        description="Batch lines carried by one execute message, at most a quarter of the "
+        "workers' -c. A worker claims and stores them together (one message, one claim, "
+        "fewer commits), runs their calls side by side, and counts the message as one "
+        "slot per line. 1 sends a message per line.",
     )
     webhook_secret: SecretStr | None = Field(
         default=None,

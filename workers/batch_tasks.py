@@ -33,6 +33,14 @@ def _publish(job_ids: list[str]) -> None:
         app.send_task(EXECUTE_LINES_TASK, args=[job_ids], queue=QUEUE_BATCH)
 
 
+def lines_per_message(setting: int, concurrency: int) -> int:
+    """At most a quarter of a worker's `-c`: a worker whose prefetch is taken by lines
+    keeps room for one more message, and a message it holds should end soon enough for
+    an interactive job to get that room (on RabbitMQ queues are offered in turn, not by
+    priority). The tick runs on a worker and goes by its own `-c`."""
+    return max(1, min(setting, concurrency // 4))
+
+
 @app.task(name=BATCH_TICK_TASK, ignore_result=True)
 def batch_tick() -> int:
     ctx = app.get_context()
@@ -41,7 +49,9 @@ def batch_tick() -> int:
         return 0  # another tick is running
     try:
         expired = batches.expire_due(ctx.sessions)
-        per_message = ctx.settings.batch_lines_per_message
+        per_message = lines_per_message(
+            ctx.settings.batch_lines_per_message, ctx.settings.concurrency
+        )
         # The queue holds messages of up to `per_message` lines: count them as full.
         room = ctx.settings.batch_queue_target - _queue_depth() * per_message
         published = batches.dispatch(ctx.sessions, room, _publish, per_message)

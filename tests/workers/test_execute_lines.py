@@ -15,6 +15,7 @@ from models.contract import EXECUTE_LINES_TASK
 from tests.conftest import migrated_database
 from tests.support.batches import ENDED, lines, sdk, submit, wait_ended
 from tests.support.fleet import MiniFleet, deployment, mini_fleet
+from workers.batch_tasks import lines_per_message
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +50,12 @@ def test_a_worker_reserves_about_its_concurrency_in_lines(
         engine,
         config,
         {"mock": ["--latency", "0.3"]},
-        concurrency=8,
+        concurrency=20,
         worker_env=env,
         workers=1,
     ) as f:
-        # Given a batch of 120 lines, sent 5 to a message, and one worker with -c 8
-        batch_id = submit(f, tmp_path, 120, "l")
+        # Given a batch of 300 lines, sent 5 to a message, and one worker with -c 20
+        batch_id = submit(f, tmp_path, 300, "l")
         # While it runs, the worker holds messages of 5 lines, about 8 lines' worth
         held: list[list[int]] = []
         while sdk(f).batches.retrieve(batch_id).status not in ENDED:
@@ -65,13 +66,18 @@ def test_a_worker_reserves_about_its_concurrency_in_lines(
         in_flight = f.stats("mock")["max_in_flight"]
 
     # Then every line ran once and succeeded
-    assert batch.status == "completed" and len(output) == 120
+    assert batch.status == "completed" and len(output) == 300
     assert {line["response"]["status_code"] for line in output} == {200}
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*), sum(calls) FROM jobs")).one() == (120, 120)
-    # its calls never exceeded -c, and it never reserved -c messages (40 lines): the
+        assert conn.execute(text("SELECT count(*), sum(calls) FROM jobs")).one() == (300, 300)
+    # its calls never exceeded -c, and it never reserved -c messages (100 lines): the
     # count is -c minus the extra lines, with a floor of 2 messages
-    assert in_flight <= 8
+    assert in_flight <= 20
     sizes = {size for sample in held for size in sample}
     assert sizes == {5}
-    assert max(sum(sample) for sample in held) <= 15, held
+    assert max(sum(sample) for sample in held) <= 30, held
+
+
+def test_a_message_carries_at_most_a_quarter_of_a_workers_slots() -> None:
+    assert [lines_per_message(20, c) for c in (1, 4, 8, 50, 500)] == [1, 1, 2, 12, 20]
+    assert lines_per_message(1, 500) == 1
