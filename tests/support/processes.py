@@ -55,6 +55,29 @@ class Proc:
             f"{self.name}: {what} not seen within {timeout}s:\n{self.output()[-3000:]}"
         )
 
+    def exit_reason(self) -> str | None:
+        """How the process ended, or None while it runs. A signal is named: a native
+        crash (SIGSEGV in a C library) shows as one, not as an exit code."""
+        code = self.popen.poll()
+        if code is None:
+            return None
+        if code >= 0:
+            return f"exited with code {code}"
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def assert_running(self) -> None:
+        """Fail now if the process has ended, naming how and showing its last log
+        lines, so that a caller waiting on it does not wait out its own timeout."""
+        reason = self.exit_reason()
+        if reason is not None:
+            raise AssertionError(f"{self.name} {reason}; last lines of {self.log}:\n{self.tail()}")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.popen.poll() is None:
             os.killpg(self.popen.pid, sig)

