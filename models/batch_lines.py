@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from models import wire
 from models.schemas.chat import ChatCompletionRequest
 from models.schemas.embeddings import EmbeddingsRequest
 
@@ -97,7 +98,9 @@ def _parse_line(
     model_allowed: Callable[[str], bool] | None = None,
 ) -> BatchLine | LineError:
     try:
-        item = json.loads(raw)
+        item = wire.loads(raw)
+    except wire.WireError as exc:
+        return LineError("invalid_value", str(exc), number, exc.param or None)
     except json.JSONDecodeError as exc:
         return LineError("invalid_json", f"line is not valid JSON: {exc.msg}", number)
     except ValueError:

@@ -22,9 +22,9 @@ from models.schemas.batches import (
     RequestCounts,
     counts_from_statuses,
 )
-from models.schemas.jobs import parse_duration
 from models.tables import Batch, Job, JobStatus, locked_in_id_order, utcnow
 from models.webhooks import record_event
+from models.wire import parse_duration
 from producer_api.access import check_batch_allowance, model_checker
 from producer_api.auth import Caller
 from producer_api.context import ApiContext

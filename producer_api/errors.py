@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.schemas.errors import ErrorResponse
@@ -36,6 +37,9 @@ _TYPE_FOR_STATUS = {
     429: "rate_limit_error",
 }
 
+#: Retry-After of a 503 for a database that could not be reached.
+DB_RETRY_AFTER_S = 2
+
 _DESCRIPTION = {
     400: "Bad request",
     401: "Missing or unknown API key",
@@ -46,6 +50,7 @@ _DESCRIPTION = {
     422: "Invalid request",
     429: "Rate limit, budget or usage cap reached",
     502: "The provider failed",
+    503: "The database is unavailable; retry after Retry-After seconds",
     504: "The call did not finish in time",
 }
 
@@ -57,8 +62,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 #: What any keyed route may answer: a refused value (400), key (401), permission (403),
-#: an unknown id or model (404), an invalid request (422).
-API_ERRORS = error_responses(400, 401, 403, 404, 422)
+#: an unknown id or model (404), an invalid request (422), the database unreachable (503).
+API_ERRORS = error_responses(400, 401, 403, 404, 422, 503)
 #: A route with a request body may also answer 413 (producer_api.body_limit).
 BODY_ERRORS = error_responses(413)
 #: A route that creates work may also answer 429 (rate limit, budget, usage cap).
@@ -67,7 +72,10 @@ RATE_ERRORS = error_responses(429)
 CONFLICT_ERRORS = error_responses(409)
 
 
-class ApiError(Exception):
+class ApiError(HTTPException):
+    """An answer in OpenAI's error shape. It is an HTTPException so that it passes
+    through the framework's body parsing (`producer_api.border`) unchanged."""
+
     def __init__(
         self,
         status_code: int,
@@ -78,13 +86,14 @@ class ApiError(Exception):
         error_type: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+        super().__init__(status_code, message, headers)
         self.message = message
         self.param = param
         self.code = code
         self.error_type = error_type or _TYPE_FOR_STATUS.get(status_code, "api_error")
-        self.headers = headers
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def error_body(
@@ -108,14 +117,22 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    """422 naming every bad field; the first one is the `param`."""
+    """400, as OpenAI answers (its SDK raises `BadRequestError`), naming every bad field;
+    the first one is the `param`."""
     assert isinstance(exc, RequestValidationError)
-    problems = [f"{_field_path(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
-    first = _field_path(tuple(exc.errors()[0]["loc"])) if exc.errors() else None
-    return JSONResponse(
-        error_body("invalid request: " + "; ".join(problems), "invalid_request_error", first),
-        status_code=422,
-    )
+    problems = [_problem(e) for e in exc.errors()]
+    first = problems[0][0] if problems else None
+    message = "invalid request: " + "; ".join(f"{param}: {msg}" for param, msg in problems)
+    return JSONResponse(error_body(message, "invalid_request_error", first), status_code=400)
+
+
+def _problem(error: Any) -> tuple[str, str]:
+    """(param, message) of one validation error; a body that is not JSON at all is the
+    whole `body`, at the position where the parser stopped."""
+    if error.get("type") == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error", "")
+        return "body", f"not valid JSON ({reason} at position {error['loc'][-1]})"
+    return _field_path(tuple(error["loc"])), str(error["msg"])
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
@@ -142,6 +159,20 @@ async def _data_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """The database could not be reached or dropped the connection (after the one retry
+    of `producer_api.transactions`): nothing was committed, so the client may retry."""
+    return JSONResponse(
+        error_body(
+            "the database is unavailable right now; nothing was stored, try again",
+            "api_error",
+            code="database_unavailable",
+        ),
+        status_code=503,
+        headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+    )
+
+
 def reject_nul_params(request: Request) -> None:
     """An app-wide dependency: query and path parameters are compared with text
     columns, which cannot hold U+0000; refuse such a value naming the parameter."""
@@ -156,5 +187,7 @@ def reject_nul_params(request: Request) -> None:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DataError, _data_error)
+    for transient in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(transient, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from models.schemas.jobs import parse_duration
 from models.tables import Batch, Job, JobStatus
+from models.wire import parse_duration
 
 __all__ = [
     "BATCH_ENDPOINTS",
@@ -27,7 +27,9 @@ class BatchCreate(BaseModel):
     input_file_id: str = Field(min_length=1)
     endpoint: Literal["/v1/chat/completions", "/v1/embeddings"]
     completion_window: str = Field(
-        default="24h", description="'24h', or any duration such as '90s', '1h', '7d'."
+        default="24h",
+        max_length=16,
+        description="'24h', or any duration such as '90s', '1h', '7d'.",
     )
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
     webhook_url: str | None = Field(default=None, pattern=r"^https?://")

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.wire import JsonInt, TokenCount
+
 __all__ = ["CacheOptions", "ChatCompletionRequest", "ChatMessage"]
 
 #: Fields of the request that are the fleet's, never sent to a provider.
@@ -52,9 +54,9 @@ class ChatCompletionRequest(BaseModel):
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     n: Annotated[int, Field(ge=1, le=128)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    seed: int | None = None
+    max_tokens: TokenCount | None = None
+    max_completion_tokens: TokenCount | None = None
+    seed: JsonInt | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     tools: list[dict[str, Any]] | None = None

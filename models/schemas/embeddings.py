@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.wire import JsonInt
+
 __all__ = ["EmbeddingsRequest"]
 
 
@@ -16,11 +18,11 @@ class EmbeddingsRequest(BaseModel):
     input: (
         Annotated[str, Field(min_length=1)]
         | Annotated[list[str], Field(min_length=1, max_length=2048)]
-        | Annotated[list[int], Field(min_length=1)]
-        | Annotated[list[list[int]], Field(min_length=1, max_length=2048)]
+        | Annotated[list[JsonInt], Field(min_length=1)]
+        | Annotated[list[list[JsonInt]], Field(min_length=1, max_length=2048)]
     )
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: Annotated[int, Field(ge=1)] | None = None
+    dimensions: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     user: str | None = None
 
     def provider_body(self) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
@@ -11,31 +10,21 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 from models.contract import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 from models.schemas.chat import ChatCompletionRequest
 from models.schemas.errors import ErrorBody
-from models.tables import Job, JobAttempt
+from models.tables import Job, JobAttempt, utcnow
+from models.wire import DEADLINE_SKEW, BoundedDatetime, parse_duration
 
-__all__ = ["JobCreate", "JobPublic", "JobsPublic", "parse_duration"]
-
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """ "90s", "30m", "24h", "7d" -> timedelta."""
-    match = _DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError("must be a positive duration such as '90s', '30m', '24h' or '7d'")
-    return dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+__all__ = ["JobCreate", "JobPublic", "JobsPublic"]
 
 
 class JobCreate(ChatCompletionRequest):
     """An OpenAI chat-completions body plus the job's own options."""
 
     priority: int = Field(default=PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX)
-    deadline: dt.datetime | None = Field(
+    deadline: BoundedDatetime | None = Field(
         default=None, description="Absolute time after which the job ends `expired`."
     )
     completion_window: str | None = Field(
-        default=None, description="Relative deadline such as '1h' or '24h'."
+        default=None, max_length=16, description="Relative deadline such as '1h' or '24h'."
     )
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
     webhook_url: HttpUrl | None = None
@@ -49,9 +38,9 @@ class JobCreate(ChatCompletionRequest):
 
     @field_validator("deadline")
     @classmethod
-    def _deadline_is_aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("needs a timezone (e.g. 2026-01-01T00:00:00Z)")
+    def _deadline_ahead(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value < utcnow() - DEADLINE_SKEW:
+            raise ValueError("is in the past")
         return value
 
     @model_validator(mode="after")

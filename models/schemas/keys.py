@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.schemas.jobs import parse_duration
 from models.tables import utcnow
 from models.tenancy import ApiKey
+from models.wire import MAX_KEY_DURATION, BoundedDatetime, parse_duration
 
 __all__ = ["KeyCreate", "KeyCreated", "KeyPublic", "KeyUpdate", "KeysPublic", "key_status"]
 
@@ -21,7 +21,11 @@ Pattern = Annotated[str, Field(min_length=1, max_length=255)]
 
 
 class KeyUpdate(BaseModel):
-    """Every field optional; a field sent as null is cleared (unlimited, no expiry)."""
+    """Every field optional; a field sent as null is cleared (unlimited, no expiry). An
+    unknown field is an error: a typo (`expires` for `duration`) must not make a key
+    that never expires."""
+
+    model_config = ConfigDict(extra="forbid")
 
     alias: str | None = Field(default=None, max_length=255)
     team_id: str | None = Field(default=None, description="A team's id or name.")
@@ -46,9 +50,11 @@ class KeyUpdate(BaseModel):
     cache_ttl: int | None = Field(
         default=None, ge=0, le=30 * 86400, description="Cache every response this long (s)."
     )
-    expires_at: dt.datetime | None = None
+    expires_at: BoundedDatetime | None = None
     duration: str | None = Field(
-        default=None, description="Expiry relative to now, e.g. '30d' (instead of expires_at)."
+        default=None,
+        max_length=16,
+        description="Expiry relative to now, e.g. '30d' (instead of expires_at).",
     )
     external_subscription_id: str | None = Field(
         default=None, max_length=255, description="Lago subscription billed for this key."
@@ -59,14 +65,7 @@ class KeyUpdate(BaseModel):
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_duration(value)
-        return value
-
-    @field_validator("expires_at")
-    @classmethod
-    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("needs a timezone (e.g. 2027-01-01T00:00:00Z)")
+            parse_duration(value, MAX_KEY_DURATION)
         return value
 
     @model_validator(mode="after")
@@ -83,7 +82,7 @@ class KeyUpdate(BaseModel):
         if "metadata" in self.model_fields_set:
             values["meta"] = self.metadata
         if self.duration is not None:
-            values["expires_at"] = utcnow() + parse_duration(self.duration)
+            values["expires_at"] = utcnow() + parse_duration(self.duration, MAX_KEY_DURATION)
         return values
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.tenancy import Customer, Team
 
@@ -22,12 +22,16 @@ __all__ = [
 
 
 class TeamCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=255)
     metadata: dict[str, Any] | None = None
 
 
 class TeamUpdate(BaseModel):
     """Only the fields sent change."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=255)
     metadata: dict[str, Any] | None = None

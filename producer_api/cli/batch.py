@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from models.schemas.batches import BATCH_ENDPOINTS
-from models.schemas.jobs import parse_duration
+from models.wire import parse_duration
 from producer_api.cli.batch_progress import END_STATES, ProgressView, describe, measure
 from producer_api.cli.client import ApiClient, ApiError, Download, resolve_api
 

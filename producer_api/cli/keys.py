@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from models.schemas.jobs import parse_duration
+from models.wire import parse_duration
 from producer_api.cli.batch import _metadata
 from producer_api.cli.client import ApiClient, resolve_api
 

@@ -24,11 +24,14 @@ from producer_api.batches_service import (
     load_batch,
     view_batch,
 )
+from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import API_ERRORS, BODY_ERRORS, CONFLICT_ERRORS, RATE_ERRORS, ApiError
 from producer_api.routes.files import load_file
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=API_ERRORS)
+router = APIRouter(
+    route_class=BorderRoute, prefix="/v1/batches", tags=["batches"], responses=API_ERRORS
+)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]

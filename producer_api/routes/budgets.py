@@ -6,23 +6,28 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
 from models.accounting import Budget
 from models.ids import new_id
 from models.tables import utcnow
 from producer_api.auth import Caller, require_key
+from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import API_ERRORS, BODY_ERRORS, ApiError
 
-router = APIRouter(prefix="/v1/budgets", tags=["admin"], responses=API_ERRORS)
+router = APIRouter(
+    route_class=BorderRoute, prefix="/v1/budgets", tags=["admin"], responses=API_ERRORS
+)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]
 
 
 class BudgetCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     scope: Literal["key", "customer"]
     scope_id: str = Field(min_length=1, max_length=64)
     period: Literal["day", "month", "total"] = "month"

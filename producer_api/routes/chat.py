@@ -15,6 +15,7 @@ from models.schemas.chat import ChatCompletionRequest
 from models.schemas.embeddings import EmbeddingsRequest
 from models.tables import JobStatus, utcnow
 from producer_api.auth import Caller, require_key
+from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import (
     API_ERRORS,
@@ -26,7 +27,7 @@ from producer_api.errors import (
 )
 from producer_api.jobs_service import cancel_job, insert_job, wait_for_end
 
-router = APIRouter(tags=["openai"], responses=API_ERRORS)
+router = APIRouter(route_class=BorderRoute, tags=["openai"], responses=API_ERRORS)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]

@@ -12,10 +12,13 @@ from pydantic import BaseModel
 
 from models import redis_keys as rk
 from producer_api.auth import Caller, require_key
+from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import API_ERRORS, ApiError
 
-router = APIRouter(prefix="/v1/deployments", tags=["admin"], responses=API_ERRORS)
+router = APIRouter(
+    route_class=BorderRoute, prefix="/v1/deployments", tags=["admin"], responses=API_ERRORS
+)
 
 
 class DeploymentPublic(BaseModel):

@@ -9,9 +9,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=BorderRoute, tags=["health"])
 
 
 @router.get("/healthz")

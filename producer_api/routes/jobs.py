@@ -12,6 +12,7 @@ from models.redis_keys import JOB_EVENTS_CHANNEL
 from models.schemas.jobs import JobCreate, JobPublic, JobsPublic
 from models.tables import Job, JobStatus
 from producer_api.auth import Caller, require_key
+from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import API_ERRORS, BODY_ERRORS, RATE_ERRORS
 from producer_api.jobs_service import (
@@ -22,7 +23,7 @@ from producer_api.jobs_service import (
     wait_for_end,
 )
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=API_ERRORS)
+router = APIRouter(route_class=BorderRoute, prefix="/v1/jobs", tags=["jobs"], responses=API_ERRORS)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Depends, Query
 from models.schemas.keys import KeyCreate, KeyCreated, KeyPublic, KeysPublic, KeyUpdate
 from producer_api import keys_service
 from producer_api.auth import Caller, require_admin
+from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import API_ERRORS, BODY_ERRORS, CONFLICT_ERRORS
 
-router = APIRouter(prefix="/v1/keys", tags=["admin"], responses=API_ERRORS)
+router = APIRouter(route_class=BorderRoute, prefix="/v1/keys", tags=["admin"], responses=API_ERRORS)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Admin = Annotated[Caller, Depends(require_admin)]

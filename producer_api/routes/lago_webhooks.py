@@ -46,6 +46,7 @@ from models.redis_keys import (
     entitlement_wallet,
 )
 from models.tables import utcnow
+from producer_api.border import BorderRoute, parse_body
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import ApiError, error_responses
 
@@ -53,7 +54,7 @@ __all__ = ["router"]
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/lago", tags=["lago"])
+router = APIRouter(route_class=BorderRoute, prefix="/v1/lago", tags=["lago"])
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Object = dict[str, Any]
@@ -76,8 +77,8 @@ async def lago_webhook(request: Request, ctx: Ctx) -> dict[str, Any]:
     ):
         raise _unsigned("missing or invalid X-Lago-Signature (hmac)")
     try:
-        payload = json.loads(body)
-    except ValueError:
+        payload = parse_body(body)
+    except json.JSONDecodeError:
         payload = None
     if not isinstance(payload, dict):
         raise ApiError(400, "the webhook body is not a JSON object", code="invalid_webhook")

@@ -27,6 +27,7 @@ from models.tables import Batch, Job, JobStatus
 from producer_api.access import model_checker
 from producer_api.auth import Caller, require_key
 from producer_api.batches_service import NewBatch, cancel_batch, create_batch, load_batch
+from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import (
     API_ERRORS,
@@ -36,7 +37,9 @@ from producer_api.errors import (
     ApiError,
 )
 
-router = APIRouter(prefix="/v1/messages/batches", tags=["anthropic"], responses=API_ERRORS)
+router = APIRouter(
+    route_class=BorderRoute, prefix="/v1/messages/batches", tags=["anthropic"], responses=API_ERRORS
+)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]

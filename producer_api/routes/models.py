@@ -11,10 +11,13 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from producer_api.auth import Caller, require_key
+from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import API_ERRORS, ApiError
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=API_ERRORS)
+router = APIRouter(
+    route_class=BorderRoute, prefix="/v1/models", tags=["models"], responses=API_ERRORS
+)
 
 
 class ModelPublic(BaseModel):

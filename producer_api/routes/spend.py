@@ -13,11 +13,15 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement, func, select
 
 from models.accounting import Spend
+from models.wire import BoundedDatetime
 from producer_api.auth import Caller, require_key
+from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import API_ERRORS
 
-router = APIRouter(prefix="/v1/spend", tags=["spend"], responses=API_ERRORS)
+router = APIRouter(
+    route_class=BorderRoute, prefix="/v1/spend", tags=["spend"], responses=API_ERRORS
+)
 
 GroupBy = Literal["key", "customer", "model", "deployment", "day"]
 
@@ -59,8 +63,12 @@ def spend_report(
     ctx: Annotated[ApiContext, Depends(get_context)],
     caller: Annotated[Caller, Depends(require_key)],
     group_by: GroupBy = "model",
-    start: Annotated[dt.datetime | None, Query(description="From (ISO 8601).")] = None,
-    end: Annotated[dt.datetime | None, Query(description="Until, exclusive (ISO 8601).")] = None,
+    start: Annotated[
+        BoundedDatetime | None, Query(description="From (ISO 8601, with a timezone).")
+    ] = None,
+    end: Annotated[
+        BoundedDatetime | None, Query(description="Until, exclusive (ISO 8601, with a timezone).")
+    ] = None,
 ) -> SpendReport:
     column = _group_column(group_by).label("grp")
     stmt = (
@@ -80,9 +88,9 @@ def spend_report(
     if not caller.is_admin:
         stmt = stmt.where(Spend.owner_key == caller.owner)
     if start is not None:
-        stmt = stmt.where(Spend.called_at >= _aware(start))
+        stmt = stmt.where(Spend.called_at >= start)
     if end is not None:
-        stmt = stmt.where(Spend.called_at < _aware(end))
+        stmt = stmt.where(Spend.called_at < end)
     with ctx.sessions() as session:
         rows = session.execute(stmt).all()
     data = [
@@ -100,7 +108,3 @@ def spend_report(
     ]
     total = sum((Decimal(g.cost) for g in data), Decimal(0))
     return SpendReport(group_by=group_by, start=start, end=end, data=data, total_cost=str(total))
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -19,14 +19,17 @@ from models.schemas.tenants import (
 )
 from models.tenancy import Customer, Team
 from producer_api.auth import Caller, require_admin
+from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import API_ERRORS, BODY_ERRORS, CONFLICT_ERRORS
 from producer_api.tenants_service import create_tenant, get_tenant, list_tenants, update_tenant
 
 __all__ = ["customers", "teams"]
 
-teams = APIRouter(prefix="/v1/teams", tags=["admin"], responses=API_ERRORS)
-customers = APIRouter(prefix="/v1/customers", tags=["admin"], responses=API_ERRORS)
+teams = APIRouter(route_class=BorderRoute, prefix="/v1/teams", tags=["admin"], responses=API_ERRORS)
+customers = APIRouter(
+    route_class=BorderRoute, prefix="/v1/customers", tags=["admin"], responses=API_ERRORS
+)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Admin = Annotated[Caller, Depends(require_admin)]

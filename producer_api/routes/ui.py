@@ -25,6 +25,7 @@ from models.schemas.keys import key_status
 from models.tables import Batch, Job
 from producer_api.auth import Caller, caller_for_key
 from producer_api.batches_service import view_batch
+from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import ApiError
 from producer_api.keys_service import get_key
@@ -33,7 +34,7 @@ from producer_api.ui_session import COOKIE_NAME, SESSION_SECONDS, read_session, 
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter(route_class=BorderRoute, prefix="/ui", include_in_schema=False)
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 POLL_MS = 1000
 

@@ -57,5 +57,5 @@ def test_openai_sdk_embeddings(clean_fleet: Fleet) -> None:
 
 
 def test_openai_sdk_lists_nothing_it_cannot_serve(clean_fleet: Fleet) -> None:
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         sdk(clean_fleet).embeddings.create(model="mock-model", input=[])

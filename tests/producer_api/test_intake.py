@@ -43,12 +43,12 @@ def job_count(fleet: Fleet) -> int:
         ),
     ],
 )
-def test_invalid_body_is_422_naming_the_field_and_nothing_persisted(
+def test_invalid_body_is_400_naming_the_field_and_nothing_persisted(
     clean_fleet: Fleet, body: dict[str, object], param: str
 ) -> None:
     with clean_fleet.client() as client:
         response = client.post("/v1/jobs", json=body)
-    assert response.status_code == 422
+    assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert error["param"].startswith(param)
@@ -67,12 +67,14 @@ def test_unknown_model_is_404_and_nothing_persisted(clean_fleet: Fleet) -> None:
     assert job_count(clean_fleet) == 0
 
 
-def test_not_json_is_422(clean_fleet: Fleet) -> None:
+def test_not_json_is_400_naming_the_body(clean_fleet: Fleet) -> None:
     with clean_fleet.client() as client:
         response = client.post(
             "/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
         )
-    assert response.status_code == 422
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "body"
+    assert "not valid JSON" in response.json()["error"]["message"]
     assert job_count(clean_fleet) == 0
 
 
