@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-__all__ = ["FileStorage", "LocalFileStorage"]
+__all__ = ["FileStorage", "LocalFileStorage", "discarded_on_error", "iter_chunks"]
 
 CHUNK = 1 << 20
 
@@ -61,6 +61,18 @@ class LocalFileStorage:
 
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
+
+
+@contextlib.contextmanager
+def discarded_on_error(storage: FileStorage, key: str) -> Iterator[None]:
+    """Delete `key` again unless the block completes. Bytes are stored before the row
+    that points at them; if that row is never written (a refused value, a database
+    error, a cancelled request), nothing else would ever find and remove them."""
+    try:
+        yield
+    except BaseException:
+        storage.delete(key)
+        raise
 
 
 def iter_chunks(handle: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from models.contract import CHAT_COMPLETIONS
 from models.ids import new_id
-from models.schemas.jobs import JobCreate, parse_duration
+from models.schemas.jobs import JobCreate
 from models.tables import TERMINAL_STATUSES, Job, JobAttempt, JobStatus, utcnow
 from models.webhooks import record_job_event
+from models.wire import parse_duration
+from producer_api import transactions
 from producer_api.access import admit_job, check_model, release_job
 from producer_api.auth import Caller
 from producer_api.context import ApiContext
@@ -29,6 +33,8 @@ __all__ = [
     "load_job",
     "wait_for_end",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def create_job(ctx: ApiContext, caller: Caller, body: JobCreate) -> Job:
@@ -89,18 +95,29 @@ def insert_job(
         cached=False,
     )
     try:
-        with ctx.sessions.begin() as session:
-            session.add(job)
+        transactions.add(ctx.sessions, job)
     except Exception:
         release_job(ctx, caller.owner, job_id, admission.estimated_tokens)
         raise
     job_submitted(job.model, job.priority)
     if ctx.publisher.publish_execute(job.id, job.priority):
-        published = utcnow()
+        _mark_published(ctx, job)
+    return job
+
+
+def _mark_published(ctx: ApiContext, job: Job) -> None:
+    """Only saves the sweeper a publish: should it fail, the job is still accepted, and
+    the sweeper publishes it again (a duplicate delivery, which the claim turns away)."""
+    published = utcnow()
+    try:
         with ctx.sessions.begin() as session:
             session.execute(update(Job).where(Job.id == job.id).values(published_at=published))
-        job.published_at = published
-    return job
+    except DBAPIError as exc:
+        if not transactions.is_transient(exc):
+            raise
+        log.warning("job %s published but not marked so: %s", job.id, type(exc).__name__)
+        return
+    job.published_at = published
 
 
 def load_job(ctx: ApiContext, caller: Caller, job_id: str) -> Job:

@@ -4,7 +4,7 @@ file storage in chunks, never held whole in memory."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Depends, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
@@ -13,8 +13,10 @@ from starlette.concurrency import run_in_threadpool
 
 from models.ids import new_id
 from models.schemas.files import FilePublic, FilesPublic
-from models.storage import iter_chunks
+from models.storage import discarded_on_error, iter_chunks
 from models.tables import File, utcnow
+from models.wire import check_text
+from producer_api import transactions
 from producer_api.auth import Caller, require_key
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import API_ERRORS, BODY_ERRORS, ApiError
@@ -24,39 +26,68 @@ router = APIRouter(prefix="/v1/files", tags=["files"], responses=API_ERRORS)
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]
 UPLOAD_CHUNK = 1 << 20
+#: A sane name for a file, well inside its column (String(512)).
+MAX_FILENAME = 255
+DEFAULT_FILENAME = "upload.jsonl"
 
 
 @router.post("", response_model=FilePublic, responses=BODY_ERRORS)
 async def upload_file(
     ctx: Ctx, caller: Auth, file: UploadFile, purpose: Annotated[str, Form()]
 ) -> FilePublic:
-    if purpose != "batch":
-        raise ApiError(400, "purpose must be 'batch'", param="purpose", code="invalid_purpose")
+    """The form is parsed (the upload spooled by the framework) before this runs, so
+    everything that can be refused is refused before a byte reaches storage; storing
+    and recording then run in one thread, which a client leaving cannot interrupt."""
+    filename = _checked_upload(file, purpose, ctx.settings.max_file_bytes)
     file_id = new_id("file")
-    size = 0
-    with ctx.storage.writer(file_id) as sink:
-        while chunk := await file.read(UPLOAD_CHUNK):
-            size += len(chunk)
-            if size > ctx.settings.max_file_bytes:
-                limit = ctx.settings.max_file_bytes
-                raise ApiError(413, f"files are limited to {limit} bytes", param="file")
-            await run_in_threadpool(sink.write, chunk)
     row = File(
         id=file_id,
         owner_key=caller.owner,
         purpose=purpose,
-        filename=file.filename or "upload.jsonl",
-        bytes=size,
+        filename=filename,
+        bytes=0,
         storage_key=file_id,
         created_at=utcnow(),
     )
-    await run_in_threadpool(_add, ctx, row)
+    await run_in_threadpool(_store, ctx, file.file, row)
     return FilePublic.from_row(row)
 
 
-def _add(ctx: ApiContext, row: File) -> None:
-    with ctx.sessions.begin() as session:
-        session.add(row)
+def _checked_upload(file: UploadFile, purpose: str, limit: int) -> str:
+    """The upload's filename, once its purpose, filename and size are acceptable."""
+    if purpose != "batch":
+        raise ApiError(400, "purpose must be 'batch'", param="purpose", code="invalid_purpose")
+    filename = file.filename or DEFAULT_FILENAME
+    if len(filename) > MAX_FILENAME:
+        raise ApiError(
+            400,
+            f"filename: at most {MAX_FILENAME} characters, not {len(filename)}",
+            param="filename",
+            code="invalid_value",
+        )
+    if problem := check_text(filename):
+        raise ApiError(400, f"filename {problem}", param="filename", code="invalid_value")
+    if file.size is not None and file.size > limit:
+        raise _too_large(limit)
+    return filename
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"files are limited to {limit} bytes", param="file")
+
+
+def _store(ctx: ApiContext, source: BinaryIO, row: File) -> None:
+    """Copy the upload into storage and insert its row; on any failure the stored
+    bytes (or the writer's part file) are removed, so no file stays without a row."""
+    limit = ctx.settings.max_file_bytes
+    with discarded_on_error(ctx.storage, row.storage_key):
+        with ctx.storage.writer(row.storage_key) as sink:
+            for chunk in iter_chunks(source, UPLOAD_CHUNK):
+                row.bytes += len(chunk)
+                if row.bytes > limit:
+                    raise _too_large(limit)
+                sink.write(chunk)
+        transactions.add(ctx.sessions, row)
 
 
 def load_file(ctx: ApiContext, caller: Caller, file_id: str) -> File:
