@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.batch_stats import usage_of
 from models.ids import new_id
 from models.schemas.batches import output_line
-from models.storage import FileStorage
+from models.storage import FileStorage, discarded_on_error
 from models.tables import Batch, File, Job, JobStatus, locked_in_id_order, utcnow
 from models.webhooks import record_event
 
@@ -199,42 +199,44 @@ def _write_files(
     ids = {"output": new_id("file"), "error": new_id("file")}
     counts = {"output": 0, "error": 0}
     sizes = {"output": 0, "error": 0}
-    with (
-        storage.writer(ids["output"]) as out,
-        storage.writer(ids["error"]) as err,
-        sessions() as session,
-    ):
-        sinks = {"output": out, "error": err}
-        stmt = (
-            select(Job)
-            .where(Job.batch_id == batch_id)
-            .order_by(Job.id)
-            .execution_options(yield_per=500)
-        )
-        for job in session.scalars(stmt):
-            which, line = output_line(job)
-            data = json.dumps(line).encode() + b"\n"
-            sinks[which].write(data)
-            counts[which] += 1
-            sizes[which] += len(data)
-    now = utcnow()
-    kept: dict[str, str | None] = {}
-    with sessions.begin() as session:
-        for which in ("output", "error"):
-            if counts[which] == 0:
-                storage.delete(ids[which])
-                kept[which] = None
-                continue
-            session.add(
-                File(
-                    id=ids[which],
-                    owner_key=owner,
-                    purpose="batch_output",
-                    filename=f"{batch_id}_{which}.jsonl",
-                    bytes=sizes[which],
-                    storage_key=ids[which],
-                    created_at=now,
-                )
+    # Should the rows not be written, nothing else would ever find these bytes.
+    with discarded_on_error(storage, ids["output"]), discarded_on_error(storage, ids["error"]):
+        with (
+            storage.writer(ids["output"]) as out,
+            storage.writer(ids["error"]) as err,
+            sessions() as session,
+        ):
+            sinks = {"output": out, "error": err}
+            stmt = (
+                select(Job)
+                .where(Job.batch_id == batch_id)
+                .order_by(Job.id)
+                .execution_options(yield_per=500)
             )
-            kept[which] = ids[which]
+            for job in session.scalars(stmt):
+                which, line = output_line(job)
+                data = json.dumps(line).encode() + b"\n"
+                sinks[which].write(data)
+                counts[which] += 1
+                sizes[which] += len(data)
+        now = utcnow()
+        kept: dict[str, str | None] = {}
+        with sessions.begin() as session:
+            for which in ("output", "error"):
+                if counts[which] == 0:
+                    storage.delete(ids[which])
+                    kept[which] = None
+                    continue
+                session.add(
+                    File(
+                        id=ids[which],
+                        owner_key=owner,
+                        purpose="batch_output",
+                        filename=f"{batch_id}_{which}.jsonl",
+                        bytes=sizes[which],
+                        storage_key=ids[which],
+                        created_at=now,
+                    )
+                )
+                kept[which] = ids[which]
     return kept["output"], kept["error"]
