@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import Ignore, Reject, Retry
 from celery.signals import (
     task_received,
     task_revoked,
@@ -31,19 +32,53 @@ from models.contract import (
     queue_for_priority,
 )
 from models.fleet_config import ConfigError
+from models.logging_setup import log_context
 from models.settings import WorkerSettings
 from workers import observability
+from workers.crashes import task_crashed
 from workers.delayed import Waker
 from workers.prefetch import Prefetch
 from workers.resources import WorkerContext, build_context
 
-__all__ = ["FleetCelery", "app", "create_app", "publish_execute", "publish_webhook"]
+__all__ = [
+    "FleetCelery",
+    "GuardedTask",
+    "app",
+    "create_app",
+    "publish_execute",
+    "publish_webhook",
+]
 
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_SECONDS = 30.0
 BATCH_TICK_SECONDS = 1.0
 LAGO_DRAIN_SECONDS = 5.0
+
+
+#: Raised by a task to steer Celery (retry, drop, reject): passed on as they are.
+CELERY_CONTROL = (Retry, Ignore, Reject)
+
+
+class GuardedTask(Task):
+    """Every task of the app: an unexpected exception leaves it as a `TaskCrashed`
+    naming the class and the ids only (workers.crashes). Celery writes what escapes a
+    task into its log line (repr and traceback, chained exceptions included) and into
+    the task event Flower shows; the original may quote a request or a response."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        job_id = (
+            args[0] if args and isinstance(args[0], str) and args[0].startswith("job_") else None
+        )
+        with log_context(job_id=job_id):
+            try:
+                return super().__call__(*args, **kwargs)
+            except CELERY_CONTROL:
+                raise
+            except Exception as exc:
+                crash = task_crashed(self.name, exc, args)
+            # raised outside the `except`: nothing of the original is chained to it
+            raise crash from None
 
 
 class FleetCelery(Celery):
@@ -67,6 +102,7 @@ def create_app(settings: WorkerSettings | None = None) -> FleetCelery:
     app = FleetCelery(
         "llmfleet",
         broker=settings.broker_url,
+        task_cls=GuardedTask,
         include=["workers.tasks", "workers.batch_tasks", "workers.accounting_tasks"],
     )
     app.fleet_settings = settings

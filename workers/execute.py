@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from models.logging_setup import bind_log_context, log_context
 from models.redis_keys import JOB_EVENTS_CHANNEL
 from models.tables import JobStatus, utcnow
-from workers import jobstore, metrics
+from workers import crashes, jobstore, metrics
 from workers.accounting import charge as charges
 from workers.accounting.post_call import Charge
 from workers.key_usage import settle_job
@@ -152,10 +152,18 @@ def _job_log(claimed: jobstore.Claim) -> contextlib.AbstractContextManager[None]
 
 
 def _run(ctx: WorkerContext, claimed: jobstore.Claim) -> Ran:
+    """The claim's calls and what they came to. A run that raises ends its claim here
+    (workers.crashes): released to be tried again soon, or, once the job has used up
+    its claims, ended `failed`; an outage of the database or Redis is left to the task."""
     if claimed.deadline is not None and claimed.deadline <= utcnow():
         return Ran(claimed, jobstore.Outcome(JobStatus.EXPIRED, error=_expired(claimed)), [])
     run = JobRun(ctx, claimed)
-    result = run.execute()
+    try:
+        result = run.execute()
+    except crashes.TRANSIENT:
+        raise
+    except Exception as exc:
+        result = crashes.after_crash(claimed, exc, run.records, ctx.rng)
     return Ran(claimed, result, run.records)
 
 
@@ -208,13 +216,29 @@ def _finish(
         jobstore.Ending(claimed, outcome, ran.records, charge)
         for (claimed, outcome), ran, charge in zip(outcomes, ended, priced, strict=True)
     ]
-    stored = jobstore.finish_many(ctx.sessions, endings)
+    stored = _store_ends(ctx, endings)
     statuses = []
     for (claimed, outcome), charge, s in zip(outcomes, priced, stored, strict=True):
         with _job_log(claimed):
             statuses.append(_after_finish(ctx, claimed, outcome, charge, s, publish_webhook))
     _announce(ctx, [e.claimed.job_id for e, s in zip(endings, statuses, strict=True) if s])
     return statuses
+
+
+def _store_ends(
+    ctx: WorkerContext, endings: Sequence[jobstore.Ending]
+) -> list[jobstore.Stored | None]:
+    """`finish_many`; ends the database refuses are stored one by one, and the one it
+    refuses alone ends `failed` instead (workers.crashes.unstorable)."""
+    try:
+        return jobstore.finish_many(ctx.sessions, endings)
+    except crashes.TRANSIENT:
+        raise
+    except Exception as exc:
+        if len(endings) > 1:
+            return [stored for e in endings for stored in _store_ends(ctx, [e])]
+        instead = crashes.unstorable(endings[0], exc)
+    return jobstore.finish_many(ctx.sessions, [instead])
 
 
 def _after_finish(

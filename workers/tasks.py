@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from celery import Task
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from models.contract import (
     EXECUTE_LINES_TASK,
@@ -19,13 +17,11 @@ from models.logging_setup import log_context
 from workers import jobstore, recovery, webhooks
 from workers.accounting.post_call import unbilled_claims
 from workers.celery_app import app, publish_execute, publish_webhook
+from workers.crashes import TRANSIENT
 from workers.execute import execute_job, execute_lines
 
 log = logging.getLogger(__name__)
 
-
-#: The database or Redis away for a moment (a restart, a failover, a cut connection).
-TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
 RETRY_CAP_SECONDS = 30
 
 

@@ -32,3 +32,42 @@ def broken(request: dict[str, Any], job: HookJob) -> dict[str, Any]:
 
 
 NOT_CALLABLE = 42
+
+
+#: Triggers of `crash_on_trigger`, matched anywhere in the request.
+RAISE = "RAISE-IN-HOOK"
+CRASH = "CRASH-AFTER-HOOK"
+UNSTORABLE = "UNSTORABLE-REPLY"
+
+
+def crash_on_trigger(request: dict[str, Any], job: HookJob) -> dict[str, Any]:
+    """Pre-call: a request mentioning RAISE makes the hook raise an exception that
+    quotes the request. One mentioning CRASH leaves with a lone surrogate added, which
+    no JSON encoder can send: the provider call crashes before it is made, with a
+    UnicodeEncodeError whose repr holds the whole body (as a row stored before the API
+    refused such input would)."""
+    text = json.dumps(request)
+    if RAISE in text:
+        raise RuntimeError(text)
+    if CRASH in text:
+        request["messages"].append({"role": "user", "content": "x \ud800"})
+    return request
+
+
+class Unstorable:
+    """A value no JSON encoder takes, whose repr quotes what it was given."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"Unstorable({self.text!r})"
+
+
+def unstorable_on_trigger(response: dict[str, Any], job: HookJob) -> dict[str, Any]:
+    """Post-call: a response mentioning UNSTORABLE comes back with a value that cannot be
+    stored (the database write raises, quoting its parameters)."""
+    text = json.dumps(response)
+    if UNSTORABLE in text:
+        response["unstorable"] = Unstorable(text)
+    return response
