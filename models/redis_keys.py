@@ -28,6 +28,7 @@ __all__ = [
     "LAGO_DRAIN_LOCK_TTL_MS",
     "LATENCY_TTL_MS",
     "RPM_WINDOW_MS",
+    "THROTTLED_RECENTLY_MS",
     "TPM_KEY_TTL_MS",
     "TPM_WINDOW_MS",
     "budget_alert",
@@ -47,9 +48,10 @@ PREFIX = "llmfleet"
 #: long-polling API requests wake without polling the database.
 JOB_EVENTS_CHANNEL = f"{PREFIX}:job-events"
 
-#: One batch tick at a time across the fleet (token lock; the TTL outlives a tick).
+#: One batch tick at a time across the fleet (workers/fleet_lock.py: its holder renews
+#: it every third of the TTL, so a holder that dies frees it within the TTL).
 BATCH_TICK_LOCK = f"{PREFIX}:batch-tick-lock"
-BATCH_TICK_LOCK_TTL_MS = 120_000
+BATCH_TICK_LOCK_TTL_MS = 10_000
 
 #: Spend so far in a budget's current period (a float of currency units), rebuilt
 #: from the spend rows whenever it is missing; kept a day past the period's end.
@@ -67,7 +69,7 @@ def budget_alert(budget_id: str, period_start: int) -> str:
 
 #: One Lago drain at a time across the fleet.
 LAGO_DRAIN_LOCK = f"{PREFIX}:lago-drain-lock"
-LAGO_DRAIN_LOCK_TTL_MS = 300_000
+LAGO_DRAIN_LOCK_TTL_MS = 10_000
 
 # The Lago entitlement view (models/entitlement.py): written by the API's Lago webhooks
 # and the workers' refresher, read by the pre-check before a job's first call.
@@ -76,7 +78,7 @@ LAGO_DRAIN_LOCK_TTL_MS = 300_000
 ENTITLEMENT_TRACKED = f"{PREFIX}:entitlement:tracked"
 #: One refresh at a time across the fleet.
 ENTITLEMENT_REFRESH_LOCK = f"{PREFIX}:entitlement:refresh-lock"
-ENTITLEMENT_REFRESH_LOCK_TTL_MS = 120_000
+ENTITLEMENT_REFRESH_LOCK_TTL_MS = 10_000
 #: "Lago could not be reached" is remembered this long (at most the view's TTL), so
 #: an outage costs one lookup per subscription per interval, not one per job.
 ENTITLEMENT_UNKNOWN_TTL_S = 10
@@ -127,6 +129,9 @@ FAILS_WINDOW_MS = 60_000
 LATENCY_TTL_MS = 86_400_000
 #: The adaptive limit is forgotten after 10 idle minutes, so capacity is re-probed.
 AIMD_TTL_MS = 600_000
+#: A deployment that answered 429 this recently (its adaptive hash's `last_decrease`)
+#: counts as out of capacity, not out of order: a job waits for it rather than fail.
+THROTTLED_RECENTLY_MS = 60_000
 
 #: The order in which a deployment's keys are passed to the router's Lua scripts.
 DEPLOYMENT_KEY_NAMES = ("cooldown", "inflight", "rpm", "tpm", "latency", "aimd", "fails")

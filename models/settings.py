@@ -182,6 +182,14 @@ class ApiSettings(CommonSettings):
         validation_alias="LLMFLEET_SYNC_TIMEOUT",
         description="How long /v1/chat/completions waits for its job before answering 504.",
     )
+    sync_capacity_wait_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="LLMFLEET_SYNC_CAPACITY_WAIT",
+        description="How long a sync call's job may wait for capacity (provider rate "
+        "limits, cooldowns, a busy fleet) before the call answers 429; a call that has "
+        "started runs to its end.",
+    )
     db_pool_size: int = Field(default=10, validation_alias="LLMFLEET_API_DB_POOL")
     default_completion_window: str = Field(
         default="24h",

@@ -4,10 +4,7 @@ beat tasks one at a time across the fleet."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import secrets
-from collections.abc import Iterator
 
 from models.contract import LAGO_DRAIN_TASK, LAGO_ENTITLEMENT_TASK, POST_CALL_TASK
 from models.redis_keys import (
@@ -21,6 +18,7 @@ from workers.accounting import entitlement, lago
 from workers.accounting.billing import billing_for
 from workers.accounting.post_call import record_spend
 from workers.celery_app import app
+from workers.fleet_lock import fleet_lock
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +42,7 @@ def lago_drain() -> int:
     ctx = app.get_context()
     if not ctx.settings.lago_enabled:
         return 0
-    with _fleet_lock(LAGO_DRAIN_LOCK, LAGO_DRAIN_LOCK_TTL_MS) as held:
+    with fleet_lock(ctx.redis, LAGO_DRAIN_LOCK, LAGO_DRAIN_LOCK_TTL_MS) as held:
         if not held:
             return 0
         report = lago.drain(ctx.sessions, ctx.http, ctx.settings, ctx.rng)
@@ -65,7 +63,7 @@ def lago_entitlements() -> int:
     ctx = app.get_context()
     if not ctx.settings.lago_enabled:
         return 0
-    with _fleet_lock(ENTITLEMENT_REFRESH_LOCK, ENTITLEMENT_REFRESH_LOCK_TTL_MS) as held:
+    with fleet_lock(ctx.redis, ENTITLEMENT_REFRESH_LOCK, ENTITLEMENT_REFRESH_LOCK_TTL_MS) as held:
         if not held:
             return 0
         report = entitlement.refresh(ctx.redis, ctx.http, ctx.settings)
@@ -77,16 +75,3 @@ def lago_entitlements() -> int:
             report.forgotten,
         )
     return report.refreshed
-
-
-@contextlib.contextmanager
-def _fleet_lock(key: str, ttl_ms: int) -> Iterator[bool]:
-    """A token lock in Redis: True when this process holds it (released on exit)."""
-    client = app.get_context().redis
-    token = secrets.token_hex(8)
-    held = bool(client.set(key, token, nx=True, px=ttl_ms))
-    try:
-        yield held
-    finally:
-        if held and client.get(key) == token.encode():
-            client.delete(key)

@@ -4,13 +4,13 @@ batch is created or cancelled). One tick runs at a time across the fleet."""
 from __future__ import annotations
 
 import logging
-import secrets
 
 from models.contract import BATCH_TICK_TASK, EXECUTE_LINES_TASK, EXECUTE_TASK, QUEUE_BATCH
 from models.redis_keys import BATCH_TICK_LOCK, BATCH_TICK_LOCK_TTL_MS
 from models.storage import LocalFileStorage
 from workers import batches
 from workers.celery_app import app, publish_webhook
+from workers.fleet_lock import fleet_lock
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,9 @@ def lines_per_message(setting: int, concurrency: int) -> int:
 @app.task(name=BATCH_TICK_TASK, ignore_result=True)
 def batch_tick() -> int:
     ctx = app.get_context()
-    token = secrets.token_hex(8)
-    if not ctx.redis.set(BATCH_TICK_LOCK, token, nx=True, px=BATCH_TICK_LOCK_TTL_MS):
-        return 0  # another tick is running
-    try:
+    with fleet_lock(ctx.redis, BATCH_TICK_LOCK, BATCH_TICK_LOCK_TTL_MS) as held:
+        if not held:
+            return 0  # another tick is running
         expired = batches.expire_due(ctx.sessions)
         per_message = lines_per_message(
             ctx.settings.batch_lines_per_message, ctx.settings.concurrency
@@ -57,9 +56,6 @@ def batch_tick() -> int:
         published = batches.dispatch(ctx.sessions, room, _publish, per_message)
         storage = LocalFileStorage(ctx.settings.files_dir)
         ended = batches.finalize_ready(ctx.sessions, storage, publish_webhook)
-    finally:
-        if ctx.redis.get(BATCH_TICK_LOCK) == token.encode():
-            ctx.redis.delete(BATCH_TICK_LOCK)
     if published or expired or ended:
         log.info("batch tick: published %d, expired %d, ended %s", published, expired, ended)
     return published

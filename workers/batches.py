@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.batch_stats import usage_of
@@ -75,26 +75,33 @@ def dispatch(
                     .limit(min(share, room - published))
                 )
             )
-        # Publish, then mark: a crash in between leaves lines unmarked, and the next tick
-        # publishes them again (a second message is turned away by the claim). Marking
-        # first would leave them marked with no message, waiting for nobody.
-        for start in range(0, len(ids), per_message):
-            publish(ids[start : start + per_message])
-        if ids:
-            with sessions.begin() as session:
-                session.execute(
-                    update(Job)
-                    .where(
-                        Job.id.in_(locked_in_id_order(Job.id.in_(ids))),
-                        Job.published_at.is_(None),
-                    )
-                    .values(published_at=utcnow())
-                    .execution_options(synchronize_session=False)
-                )
+        _publish_lines(sessions, ids, publish, per_message, Job.published_at.is_(None))
         published += len(ids)
         if published >= room:
             break
     return published
+
+
+def _publish_lines(
+    sessions: sessionmaker[Session],
+    ids: list[str],
+    publish: Callable[[list[str]], None],
+    per_message: int,
+    *where: ColumnElement[bool],
+) -> None:
+    """Publish, then mark: a crash in between leaves lines unmarked, and the next tick
+    publishes them again (a second message is turned away by the claim). Marking first
+    would leave them marked with no message, waiting for nobody."""
+    for start in range(0, len(ids), per_message):
+        publish(ids[start : start + per_message])
+    if ids:
+        with sessions.begin() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id.in_(locked_in_id_order(Job.id.in_(ids))), *where)
+                .values(published_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
 
 
 def expire_due(sessions: sessionmaker[Session]) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 THREAD_WAIT_S = 0.05
 #: How long a line that has ended waits for others of its message to store with them.
 GATHER_S = 0.02
+#: Backoff between tries to store runs while the database or Redis is away.
+STORE_RETRY_BASE_S = 0.5
+STORE_RETRY_MAX_S = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +57,8 @@ def execute_job(
         return None
     bind_log_context(attempt=claimed.attempt, batch_id=claimed.batch_id)
     metrics.job_claimed(claimed)
-    return _store(ctx, [_run(ctx, claimed)], publish_webhook)[0]
+    with ctx.leases.holding(claimed.job_id, claimed.attempt):
+        return _store(ctx, [_run(ctx, claimed)], publish_webhook)[0]
 
 
 def execute_lines(
@@ -79,7 +84,7 @@ def execute_lines(
                 room = ctx.lines.take(len(waiting), timeout=0 if pending else THREAD_WAIT_S)
                 wave, waiting = waiting[:room], waiting[room:]
                 for claimed in _claim(ctx, wave, taken):
-                    leases[claimed.job_id] = ctx.leases.hold(claimed.job_id)
+                    leases[claimed.job_id] = ctx.leases.hold(claimed.job_id, claimed.attempt)
                     pending[ctx.lines.submit(_run_line, ctx, claimed)] = claimed
             if pending:
                 timeout = THREAD_WAIT_S if waiting else None
@@ -170,7 +175,30 @@ def _run(ctx: WorkerContext, claimed: jobstore.Claim) -> Ran:
 def _store(
     ctx: WorkerContext, runs: Sequence[Ran], publish_webhook: Callable[[str], None]
 ) -> list[JobStatus | None]:
-    """Store what the runs came to: the ends in one transaction, each wait on its own."""
+    """Store what the runs came to. A passing outage of the database or Redis is waited
+    out here, with backoff, for up to a lease: the answers in hand are stored, never
+    asked for again. Trying again is safe: an end already stored is fenced out."""
+    delay, until = STORE_RETRY_BASE_S, time.monotonic() + ctx.settings.lease_seconds
+    while True:
+        try:
+            return _store_once(ctx, runs, publish_webhook)
+        except crashes.TRANSIENT as exc:
+            if time.monotonic() + delay > until:
+                raise
+            log.warning(
+                "storing %d run(s) failed (%s); trying again in %.1f s",
+                len(runs),
+                type(exc).__name__,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(2 * delay, STORE_RETRY_MAX_S)
+
+
+def _store_once(
+    ctx: WorkerContext, runs: Sequence[Ran], publish_webhook: Callable[[str], None]
+) -> list[JobStatus | None]:
+    """The ends in one transaction, each wait on its own."""
     ended = [r for r in runs if not isinstance(r.result, Deferral)]
     statuses = _finish(ctx, ended, publish_webhook) if ended else []
     for ran in runs:

@@ -110,7 +110,8 @@ def finish(
     still holds the claim.
 
     A cancel requested while the call ran wins: the job ends `cancelled`; the tokens
-    the call consumed are still recorded and charged. Returns what was stored, or None
+    the call consumed are still recorded and charged (a batch line that got its answer
+    keeps it). Returns what was stored, or None
     when the claim was lost (then nothing is written).
     """
     return finish_many(sessions, [Ending(claimed, outcome, records, charge)])[0]
@@ -151,12 +152,7 @@ def finish_many(sessions: sessionmaker[Session], endings: Sequence[Ending]) -> l
             if row is None or row.attempts != claimed.attempt:
                 row = None  # the claim was lost (the job was handed to another worker)
             elif row.status == JobStatus.RUNNING and row.cancel_requested:
-                # cancelled while it ran: it ends `cancelled`, its usage still counted
-                row = conn.execute(
-                    _end(claimed, ending.outcome, len(ending.records), ending.charge, now)
-                    .where(Job.cancel_requested.is_(True))
-                    .values(status=JobStatus.CANCELLED, error=CANCELLED_WHILE_RUNNING)
-                ).first()
+                row = conn.execute(_cancelled_while_running(ending, now)).first()
             elif row.status != ending.outcome.status or row.finished_at != now:
                 row = None  # not ended by this call: back in the queue, or ended before
             if row is not None:
@@ -234,6 +230,19 @@ def _finish_params(ending: Ending, now: dt.datetime) -> dict[str, Any]:
         "b_cost": cost,
         **{f"b_{f}": usage.get(f) for f in _USAGE},
     }
+
+
+def _cancelled_while_running(ending: Ending, now: dt.datetime) -> Update:
+    """A claim asked to cancel while it ran: it ends `cancelled`, its usage still
+    counted; but a batch line that got its answer keeps it (OpenAI's batch cancel: the
+    requests in flight finish and are in the output file), since it is billed."""
+    claimed, outcome = ending.claimed, ending.outcome
+    end = _end(claimed, outcome, len(ending.records), ending.charge, now).where(
+        Job.cancel_requested.is_(True)
+    )
+    if claimed.batch_id is not None and outcome.status is JobStatus.SUCCEEDED:
+        return end.values(status=JobStatus.SUCCEEDED, response=outcome.response)
+    return end.values(status=JobStatus.CANCELLED, error=CANCELLED_WHILE_RUNNING)
 
 
 def _end(

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from typing import Any
+
+import redis
 
 from models.batch_lines import estimate_request_tokens
 from models.contract import EMBEDDINGS
@@ -21,11 +25,12 @@ from workers.providers.errors import (
     BadRequestError,
     ContentPolicyError,
     ContextWindowExceededError,
+    RateLimitedError,
 )
 from workers.resources import WorkerContext
 from workers.router import Admitted, NoDeploymentError, Request, Saturated
 
-__all__ = ["Deferral", "JobRun"]
+__all__ = ["Deferral", "Exhausted", "FailureKind", "FallbackList", "JobRun", "failure_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +38,60 @@ BACKOFF_BASE_S = 0.5
 #: Waits up to this long are slept in place; longer ones give the slot back.
 INLINE_WAIT_S = 1.0
 INLINE_WAIT_BUDGET_S = 3.0
-#: How long a job that keeps failing waits between claims, at most.
-MAX_DEFER_S = 60.0
+#: How long a job waiting on a throttled group sleeps between claims, at most (unless
+#: the provider's Retry-After asks for longer).
+MAX_CAPACITY_RECHECK_S = 10.0
+#: The longest backoff slept between two tries of one claim.
+MAX_BACKOFF_S = 2.0
+
+
+#: Saturated reasons that are limits being respected, not deployments out of order.
+CAPACITY_REASONS = frozenset({"rpm", "tpm", "max_parallel"})
+
+
+class FallbackList(StrEnum):
+    """The router_settings list a group's failure continues with."""
+
+    GENERAL = "fallbacks"
+    CONTEXT_WINDOW = "context_window_fallbacks"
+    CONTENT_POLICY = "content_policy_fallbacks"
+
+
+class FailureKind(Enum):
+    """What a provider error means for the job (docs/ROUTING.md, "What a failure means")."""
+
+    #: 429: wait for capacity until the deadline; never fails the job.
+    CAPACITY = "capacity"
+    #: 400 / 422: the request is at fault; the job fails at once.
+    REFUSED = "refused"
+    #: Context window, content policy: their own fallback list, then fail.
+    NEEDS_FALLBACK = "needs_fallback"
+    #: 401 / 403 / 404: this deployment cannot serve it; the others, then the
+    #: fallbacks, then fail with the provider's status and message.
+    DEPLOYMENT = "deployment"
+    #: 5xx, timeouts, resets, malformed replies: `num_retries` with backoff across the
+    #: group's deployments, then the fallbacks, then fail with the last error.
+    TRANSIENT = "transient"
+
+
+def failure_kind(error: ProviderError) -> FailureKind:
+    if isinstance(error, RateLimitedError):
+        return FailureKind.CAPACITY
+    if isinstance(error, ContextWindowExceededError | ContentPolicyError):
+        return FailureKind.NEEDS_FALLBACK
+    if isinstance(error, BadRequestError):
+        return FailureKind.REFUSED
+    if error.retryable:
+        return FailureKind.TRANSIENT
+    return FailureKind.DEPLOYMENT
+
+
+def fallback_list_for(error: ProviderError) -> FallbackList:
+    if isinstance(error, ContextWindowExceededError):
+        return FallbackList.CONTEXT_WINDOW
+    if isinstance(error, ContentPolicyError):
+        return FallbackList.CONTENT_POLICY
+    return FallbackList.GENERAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +102,15 @@ class Deferral:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Exhausted:
+    """A group has done what it can for this claim: go on with the `then` fallbacks;
+    `wait` is set when it is only out of capacity for now."""
+
+    then: FallbackList
+    wait: Deferral | None = None
+
+
 @dataclass
 class JobRun:
     ctx: WorkerContext
@@ -53,10 +119,6 @@ class JobRun:
     tried: set[str] = field(default_factory=set)
     inline_waited: float = 0.0
     last_error: ProviderError | None = None
-    waits: list[str] = field(default_factory=list)
-    #: The earliest time some deployment said it may have capacity again.
-    next_due: float | None = None
-    success: Outcome | None = None
 
     def execute(self) -> Outcome | Deferral:
         """The job's outcome; a response-cache hit (or a wait for an identical job in
@@ -86,64 +148,104 @@ class JobRun:
         return result
 
     def _route(self) -> Outcome | Deferral:
+        """The model group, then its fallbacks, until one ends the job; a group that is
+        only out of capacity leaves a wait, taken when no group could end it."""
         settings = self.ctx.config.router_settings
         groups = [self.claim.model]
         visited: set[str] = set()
+        waits: list[Deferral] = []
         while groups:
             group = groups.pop(0)
             if group in visited:
                 continue
             visited.add(group)
             try:
-                result = self._run_group(group)
+                end = self._run_group(group)
             except NoDeploymentError as exc:
                 if group == self.claim.model:
                     return _failed(str(exc), "model", "model_not_found", 404)
                 log.warning("job %s: fallback %s skipped: %s", self.claim.job_id, group, exc)
                 continue
-            if isinstance(result, Outcome):
-                return result
-            kind = result  # the fallback list to continue with
-            groups += [g for g in settings.fallbacks_for(kind, group) if g not in visited]
-        return self._give_up()
+            if isinstance(end, Outcome):
+                return end
+            if end.wait is not None:
+                waits.append(end.wait)
+            groups += [g for g in settings.fallbacks_for(end.then, group) if g not in visited]
+        return self._give_up(waits)
 
-    def _run_group(self, group: str) -> Outcome | str:
-        """An Outcome, or which fallback list applies next."""
-        router = self.ctx.router
-        calls = 0
+    def _run_group(self, group: str) -> Outcome | Exhausted:
+        """Calls to the group's deployments until one answers, the request is refused,
+        the group's retries are spent, or no deployment has capacity now."""
+        transient = rate_limited = 0
+        error: ProviderError | None = None  # this group's last, in this claim
         while True:
             if self.tried and self._cancelled():
                 return Outcome(JobStatus.CANCELLED)
-            choice = router.choose(self._request(group), self.tried)
+            refused_here = error is not None and failure_kind(error) is FailureKind.DEPLOYMENT
+            if refused_here and self._all_tried(group):  # each deployment refused it
+                return self._exhausted(group, error, rate_limited)
+            choice = self.ctx.router.choose(self._request(group), self.tried)
             if isinstance(choice, Saturated):
-                wait_s = choice.wait_ms / 1000
-                if wait_s <= INLINE_WAIT_S and self.inline_waited + wait_s <= INLINE_WAIT_BUDGET_S:
-                    self.inline_waited += wait_s
-                    time.sleep(wait_s)
+                if self._wait_inline(choice.wait_ms / 1000):
                     continue
-                reasons = ", ".join(f"{d} {r}" for d, r in choice.reasons.items())
-                self.waits.append(f"{group}: {reasons}")
-                due = time.time() + wait_s
-                self.next_due = due if self.next_due is None else min(self.next_due, due)
-                return "fallbacks"
-            calls += 1
-            error = self._call(group, choice)
-            if error is None:
-                assert self.success is not None
-                return self.success
-            if isinstance(error, ContextWindowExceededError):
-                return "context_window_fallbacks"
-            if isinstance(error, ContentPolicyError):
-                return "content_policy_fallbacks"
-            if isinstance(error, BadRequestError):
+                return self._saturated(group, choice, error, rate_limited)
+            result = self._call(group, choice)
+            if isinstance(result, Outcome):
+                return result
+            error = result
+            kind = failure_kind(error)
+            if kind is FailureKind.REFUSED:
                 return _from_error(error)
-            retries = self.ctx.config.router_settings.retries_for(error.policy_name)
-            if calls > retries:
-                return "fallbacks"
-            if error.retryable:
-                self._backoff(calls, error.retry_after)
+            if kind is FailureKind.NEEDS_FALLBACK:
+                return Exhausted(fallback_list_for(error))
+            if kind is FailureKind.CAPACITY:
+                rate_limited += 1
+                if rate_limited > self._retries(error):
+                    return self._exhausted(group, error, rate_limited)
+            elif kind is FailureKind.TRANSIENT:
+                transient += 1
+                long_wait = (error.retry_after or 0) > INLINE_WAIT_S  # "come back later"
+                if transient > self._retries(error) or long_wait:
+                    return self._exhausted(group, error, rate_limited + int(long_wait))
+                self._backoff(transient, error.retry_after)
 
-    def _call(self, group: str, admitted: Admitted) -> ProviderError | None:
+    def _saturated(
+        self, group: str, choice: Saturated, error: ProviderError | None, rate_limited: int
+    ) -> Exhausted:
+        """No deployment can take a call now. A limit (rpm, tpm, parallel calls) or
+        others' failures are capacity to wait for; cooldowns that follow this claim's
+        own failures are not, unless the group is also being throttled."""
+        if set(choice.reasons.values()) & CAPACITY_REASONS or error is None:
+            return Exhausted(FallbackList.GENERAL, self._limit_wait(group, choice))
+        if failure_kind(error) is FailureKind.CAPACITY:
+            return Exhausted(FallbackList.GENERAL, self._limit_wait(group, choice))
+        return self._exhausted(group, error, rate_limited)
+
+    def _exhausted(self, group: str, error: ProviderError | None, rate_limited: int) -> Exhausted:
+        """The group failed this claim. If it is short of capacity too (a 429 now or
+        within THROTTLED_RECENTLY_MS), a deployment may still serve it: wait for that;
+        otherwise go on to the fallbacks, and the last error if they fail too."""
+        throttled = rate_limited > 0 or self.ctx.router.throttled_recently(group, self.claim.tags)
+        if not throttled or error is None:
+            return Exhausted(FallbackList.GENERAL)
+        return Exhausted(FallbackList.GENERAL, self._capacity_wait(group, error))
+
+    def _limit_wait(self, group: str, choice: Saturated) -> Deferral:
+        reasons = ", ".join(f"{d} {r}" for d, r in choice.reasons.items())
+        return Deferral(time.time() + choice.wait_ms / 1000, f"{group}: {reasons}")
+
+    def _capacity_wait(self, group: str, error: ProviderError) -> Deferral:
+        """Wait for the provider's Retry-After, else a backoff that grows per claim up
+        to MAX_CAPACITY_RECHECK_S: a throttled group frees up within seconds, and a job
+        should not sleep long past it."""
+        backoff = min(MAX_CAPACITY_RECHECK_S, BACKOFF_BASE_S * 2 ** min(self.claim.attempt, 10))
+        wait = max(backoff * self.ctx.rng.uniform(0.5, 1.0), error.retry_after or 0)
+        return Deferral(
+            time.time() + wait, f"{group}: the provider asked to wait ({error.status_code})"
+        )
+
+    def _call(self, group: str, admitted: Admitted) -> Outcome | ProviderError:
+        """The call's successful Outcome (post-call hooks applied), or its error."""
         deployment = admitted.deployment
         bind_log_context(deployment=deployment.id)
         self.tried.add(deployment.id)
@@ -159,15 +261,19 @@ class JobRun:
             result = call(self.ctx.calls.client(), deployment, self.claim.request, options)
         except ProviderError as exc:
             latency = time.monotonic() - t0
-            self.ctx.router.report_failure(admitted, exc)
+            self._report(self.ctx.router.report_failure, admitted, exc)
             self._record(group, deployment.id, started, latency, exc)
             self.last_error = exc
             log.info("job %s: %s failed: %s", self.claim.job_id, deployment.id, type(exc).__name__)
             return exc
         latency = time.monotonic() - t0
         usage = result.usage
-        self.ctx.router.report_success(
-            admitted, latency, usage.completion_tokens, usage.total_tokens
+        self._report(
+            self.ctx.router.report_success,
+            admitted,
+            latency,
+            usage.completion_tokens,
+            usage.total_tokens,
         )
         self._record(group, deployment.id, started, latency, None)
         success = Outcome(
@@ -177,24 +283,46 @@ class JobRun:
             response=result.response,
             usage=usage,
         )
-        self.success = hooks.after_call(self.ctx.hooks, self.claim, success)
-        return None
+        return hooks.after_call(self.ctx.hooks, self.claim, success)
 
-    def _give_up(self) -> Outcome | Deferral:
-        """Every group and fallback is exhausted for now. Retryable trouble (errors or
-        no capacity) waits for the next chance; a request error fails the job."""
+    def _give_up(self, waits: list[Deferral]) -> Outcome | Deferral:
+        """Every group and fallback is done for this claim. A group out of capacity
+        makes the job wait for the earliest; otherwise the last error ends it."""
         error = self.last_error
-        if error is not None and not error.retryable and not self.waits:
-            return _from_error(error)
-        backoff = min(MAX_DEFER_S, BACKOFF_BASE_S * 2 ** min(self.claim.attempt, 10))
-        due = self.next_due
-        if due is None:
-            wait = max(backoff * self.ctx.rng.uniform(0.5, 1.0), (error and error.retry_after) or 0)
-            due = time.time() + wait
-        reason = "; ".join(self.waits) or "no capacity"
+        if waits:
+            due = min(w.due_s for w in waits)
+            reason = "; ".join(w.reason for w in waits)
+            if error is not None:
+                reason += f"; last error {type(error).__name__}: {error.message}"
+            return Deferral(due, reason[:2000])
         if error is not None:
-            reason += f"; last error {type(error).__name__}: {error.message}"
-        return Deferral(due, reason[:2000])
+            return _from_error(error)
+        return _failed("no deployment could take the job", "model", "no_deployment", 503)
+
+    def _all_tried(self, group: str) -> bool:
+        candidates = self.ctx.router.candidates(group, self.claim.tags)
+        return all(d.id in self.tried for d in candidates)
+
+    def _report(self, report: Callable[..., object], *args: Any) -> None:
+        """Tell the router how a call ended. Its state is soft (a lease it does not hear
+        about lapses by itself): Redis being away must not cost the answer in hand."""
+        try:
+            report(*args)
+        except redis.RedisError as exc:
+            log.warning(
+                "job %s: call not reported to the router: %s", self.claim.job_id, type(exc).__name__
+            )
+
+    def _retries(self, error: ProviderError) -> int:
+        return self.ctx.config.router_settings.retries_for(error.policy_name)
+
+    def _wait_inline(self, wait_s: float) -> bool:
+        """Sleep a short wait for capacity in place, within the claim's budget."""
+        if wait_s > INLINE_WAIT_S or self.inline_waited + wait_s > INLINE_WAIT_BUDGET_S:
+            return False
+        self.inline_waited += wait_s
+        time.sleep(wait_s)
+        return True
 
     def _request(self, group: str) -> Request:
         timeout = self.ctx.config.router_settings.timeout
@@ -216,13 +344,11 @@ class JobRun:
         )
 
     def _backoff(self, calls: int, retry_after: float | None) -> None:
-        """Exponential with full jitter, at least Retry-After; long waits are not slept
-        here: the next choose() will see the cooldown and the job will wait outside."""
+        """Before the next try of a transient failure: exponential with full jitter, at
+        least a (short) Retry-After, at most MAX_BACKOFF_S; a longer Retry-After was
+        turned into a wait for capacity by the caller."""
         delay = self.ctx.rng.uniform(0, BACKOFF_BASE_S * 2 ** (calls - 1))
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        if delay <= INLINE_WAIT_S:
-            time.sleep(delay)
+        time.sleep(min(max(delay, retry_after or 0), MAX_BACKOFF_S))
 
     def _cancelled(self) -> bool:
         return is_cancel_requested(self.ctx.sessions, self.claim.job_id)

@@ -28,8 +28,8 @@ RETRY_CAP_SECONDS = 30
 @app.task(name=EXECUTE_TASK, bind=True)
 def execute(self: Task, job_id: str) -> None:
     ctx = app.get_context()
-    # every line of this job carries its ids; the lease is renewed while it runs
-    with log_context(job_id=job_id), ctx.leases.holding(job_id):
+    # every line of this job carries its ids; the claim's lease is renewed while it runs
+    with log_context(job_id=job_id):
         try:
             execute_job(ctx, job_id, publish_webhook)
         except TRANSIENT as exc:

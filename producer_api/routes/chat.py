@@ -3,10 +3,12 @@ high-priority job and the answer is the job's result."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -33,40 +35,52 @@ Ctx = Annotated[ApiContext, Depends(get_context)]
 Auth = Annotated[Caller, Depends(require_key)]
 #: A sync call also answers the job's own failure (the provider's status, else 502) and 504.
 SYNC_ERRORS = {**BODY_ERRORS, **RATE_ERRORS, **error_responses(502, 504)}
+#: Retry-After of a sync call that found no capacity in time.
+NO_CAPACITY_RETRY_AFTER_S = 5
 
 
 @router.post("/v1/chat/completions", response_model=None, responses=SYNC_ERRORS)
-async def chat_completions(body: ChatCompletionRequest, ctx: Ctx, caller: Auth) -> Any:
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, ctx: Ctx, caller: Auth
+) -> Any:
     return await run_sync(
-        ctx, caller, CHAT_COMPLETIONS, body.model, body.provider_body(), body.cache_ttl()
+        ctx,
+        caller,
+        SyncCall(CHAT_COMPLETIONS, body.model, body.provider_body(), body.cache_ttl()),
+        request,
     )
 
 
 @router.post("/v1/embeddings", response_model=None, responses=SYNC_ERRORS)
-async def embeddings(body: EmbeddingsRequest, ctx: Ctx, caller: Auth) -> Any:
-    return await run_sync(ctx, caller, EMBEDDINGS, body.model, body.provider_body())
+async def embeddings(body: EmbeddingsRequest, request: Request, ctx: Ctx, caller: Auth) -> Any:
+    return await run_sync(
+        ctx, caller, SyncCall(EMBEDDINGS, body.model, body.provider_body()), request
+    )
 
 
-async def run_sync(
-    ctx: ApiContext,
-    caller: Caller,
-    kind: str,
-    model: str,
-    request: dict[str, Any],
-    cache_ttl: int | None = None,
-) -> Any:
-    """Enqueue at interactive priority, wait for the end, answer like OpenAI would."""
-    timeout = ctx.settings.sync_timeout_seconds
+@dataclass(frozen=True, slots=True)
+class SyncCall:
+    kind: str
+    model: str
+    request: dict[str, Any]
+    cache_ttl: int | None = None
+
+
+async def run_sync(ctx: ApiContext, caller: Caller, call: SyncCall, http: Request) -> Any:
+    """Enqueue at interactive priority, wait for the end, answer like OpenAI would: the
+    result, the provider's error (after the fleet's retries and fallbacks), a 429 when
+    no capacity came within LLMFLEET_SYNC_CAPACITY_WAIT, or a 504 past the timeout."""
+    timeout = _timeout(ctx, http)
     job = await run_in_threadpool(
         lambda: insert_job(
             ctx,
             caller,
-            kind=kind,
-            model=model,
-            request=request,
+            kind=call.kind,
+            model=call.model,
+            request=call.request,
             priority=PRIORITY_SYNC,
-            deadline=utcnow() + dt.timedelta(seconds=timeout),
-            cache_ttl=cache_ttl,
+            deadline=utcnow() + dt.timedelta(seconds=ctx.settings.sync_capacity_wait_seconds),
+            cache_ttl=call.cache_ttl,
         )
     )
     job = await wait_for_end(ctx, caller, job.id, timeout)
@@ -80,8 +94,29 @@ async def run_sync(
             code="timeout",
             error_type="timeout_error",
         )
+    if job.status == JobStatus.EXPIRED:
+        waited = ctx.settings.sync_capacity_wait_seconds
+        raise ApiError(
+            429,
+            f"no capacity for `{call.model}` within {waited:g}s "
+            f"({job.wait_reason or 'the fleet is busy'})",
+            code="no_capacity",
+            error_type="rate_limit_error",
+            headers={"Retry-After": str(NO_CAPACITY_RETRY_AFTER_S)},
+        )
     error = job.error or {"message": f"job ended {job.status}", "type": "api_error"}
     return JSONResponse(
         error_body(error["message"], error["type"], error.get("param"), error.get("code")),
         status_code=int(error.get("status_code") or 502),
     )
+
+
+def _timeout(ctx: ApiContext, http: Request) -> float:
+    """The fleet's sync timeout, or the client's own when it says a shorter one (the
+    `openai` SDK sends its timeout as `X-Stainless-Timeout`)."""
+    timeout = ctx.settings.sync_timeout_seconds
+    with contextlib.suppress(ValueError):
+        asked = float(http.headers.get("x-stainless-timeout", "inf"))
+        if 0 < asked < timeout:
+            timeout = asked
+    return timeout

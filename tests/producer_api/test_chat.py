@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import openai
 import pytest
 
 from tests.conftest import MASTER_KEY, Fleet
+from tests.support.processes import start_api
 
 
 def sdk(fleet: Fleet, key: str = MASTER_KEY) -> openai.OpenAI:
@@ -59,3 +63,47 @@ def test_openai_sdk_embeddings(clean_fleet: Fleet) -> None:
 def test_openai_sdk_lists_nothing_it_cannot_serve(clean_fleet: Fleet) -> None:
     with pytest.raises(openai.BadRequestError):
         sdk(clean_fleet).embeddings.create(model="mock-model", input=[])
+
+
+@pytest.mark.parametrize(
+    ("directive", "error"),
+    [
+        ("[mock:status=401]", openai.AuthenticationError),
+        ("[mock:status=404]", openai.NotFoundError),
+        ("[mock:status=500]", openai.InternalServerError),
+    ],
+)
+def test_a_provider_that_keeps_failing_is_answered_within_seconds(
+    clean_fleet: Fleet, directive: str, error: type[openai.APIStatusError]
+) -> None:
+    # Given a provider that answers every call with the same error
+    started = time.monotonic()
+    with pytest.raises(error) as info:
+        sdk(clean_fleet).chat.completions.create(
+            model="mock-model", messages=[{"role": "user", "content": directive}]
+        )
+    # Then the call answers its status after the fleet's retries, not at the job's deadline
+    assert time.monotonic() - started < 15
+    assert info.value.status_code == int(directive[-4:-1])
+    calls = clean_fleet.mock_stats()["calls"]
+    assert calls == 2  # num_retries 1 and two deployments: one more try, on the other one
+
+
+def test_a_sync_call_waits_for_capacity_only_so_long(clean_fleet: Fleet, tmp_path: Path) -> None:
+    # Given an API whose sync calls wait at most 3 s for capacity
+    env = {**clean_fleet.env, "LLMFLEET_SYNC_CAPACITY_WAIT": "3"}
+    api, api_url = start_api(env, tmp_path, "api-short-wait")
+    try:
+        client = openai.OpenAI(base_url=f"{api_url}/v1", api_key=MASTER_KEY, max_retries=0)
+        started = time.monotonic()
+        # When every deployment answers 429
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(
+                model="mock-model", messages=[{"role": "user", "content": "[mock:status=429]"}]
+            )
+    finally:
+        api.stop()
+    # Then the call is refused with 429 soon after the bound, saying why
+    assert 3 <= time.monotonic() - started < 20
+    assert info.value.code == "no_capacity"
+    assert int(info.value.response.headers["retry-after"]) >= 1

@@ -57,6 +57,17 @@ def test_cancelled_batch_keeps_partial_output_and_never_sends_the_rest(
     assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
     # Only lines that started reached the provider.
     assert mock_calls == calls_made(database[1]) < 40
+    # Every line that was billed (it got an answer, in flight at the cancel or before)
+    # has its answer in the output file.
+    with database[1].connect() as conn:
+        billed = {
+            str(r[0])
+            for r in conn.execute(
+                text("SELECT custom_id FROM jobs WHERE batch_id = :b AND total_tokens > 0"),
+                {"b": batch_id},
+            )
+        }
+    assert billed and billed == {o["custom_id"] for o in output}
 
 
 def test_completion_window_ends_the_batch_expired_with_partial_output(

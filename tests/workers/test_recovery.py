@@ -57,7 +57,7 @@ def test_a_held_job_keeps_its_lease_and_others_do_not(sessions: sessionmaker[Ses
         assert jobstore.claim(sessions, job_id, lease_seconds=3) is not None
     leases = Leases(sessions, lease_seconds=3, max_seconds=600)
     before = lease_of(sessions, held)
-    with leases.holding(held):
+    with leases.holding(held, 1):
         time.sleep(0.05)
         assert leases.renew() == 1
     leases.stop()
@@ -73,9 +73,28 @@ def test_no_renewal_past_the_job_timeout(sessions: sessionmaker[Session]) -> Non
     job_id = add_job(sessions)
     assert jobstore.claim(sessions, job_id, lease_seconds=3) is not None
     leases = Leases(sessions, lease_seconds=3, max_seconds=0)
-    with leases.holding(job_id):
+    with leases.holding(job_id, 1):
         assert leases.renew() == 0
     leases.stop()
+
+
+def test_a_run_taken_over_renews_nothing(sessions: sessionmaker[Session]) -> None:
+    # Given a claim whose lease lapsed and whose job another worker then claimed
+    job_id = add_job(sessions)
+    first = jobstore.claim(sessions, job_id, lease_seconds=0.01)
+    assert first is not None
+    time.sleep(0.05)
+    assert job_id in [i for i, _ in jobstore.requeue_stale(sessions)]
+    second = jobstore.claim(sessions, job_id, lease_seconds=3)
+    assert second is not None and second.attempt == first.attempt + 1
+    before = lease_of(sessions, job_id)
+    # When the first run, still going, renews what it holds
+    leases = Leases(sessions, lease_seconds=600, max_seconds=600)
+    with leases.holding(job_id, first.attempt):
+        renewed = leases.renew()
+    leases.stop()
+    # Then the second claim's lease is left as it was: its own worker keeps it alive
+    assert renewed == 0 and lease_of(sessions, job_id) == before
 
 
 def test_a_lost_epoch_republishes_queued_work_once(

@@ -98,24 +98,45 @@ def test_429_storm_on_one_deployment_every_job_succeeds(own_fleet: Fleet) -> Non
     assert storm_calls < 20, "a 429 with Retry-After cools the deployment"
 
 
-def test_all_deployments_down_jobs_wait_or_expire(own_fleet: Fleet) -> None:
+def test_all_deployments_throttled_jobs_wait_or_expire(own_fleet: Fleet) -> None:
     def config(urls: dict[str, str]) -> dict[str, Any]:
-        deps = [deployment("a", urls["down"]), deployment("b", urls["down"])]
-        return {"model_list": deps, "router_settings": {"cooldown_time": 2, "allowed_fails": 0}}
+        deps = [deployment("a", urls["busy"]), deployment("b", urls["busy"])]
+        return {"model_list": deps, "router_settings": {"cooldown_time": 2}}
 
-    with own_fleet(config, {"down": ["--error-rate", "1"]}) as f:
+    with own_fleet(config, {"busy": ["--rate-429", "1", "--retry-after", "1"]}) as f:
+        # Given every deployment answers 429 (short of capacity) for 10 s
         patient = [f.submit(f"patient {i}", completion_window="60s") for i in range(10)]
         hasty = [f.submit(f"hasty {i}", completion_window="5s") for i in range(5)]
         time.sleep(10)
-        f.configure("down", error_rate=0)
+        f.configure("busy", rate_429=0)
         patient_jobs, hasty_jobs = f.wait_all(patient), f.wait_all(hasty)
     assert [j["status"] for j in patient_jobs] == ["succeeded"] * 10
-    # They waited out the outage rather than failing.
+    # They waited out the shortage rather than failing.
     assert all(j["finished_at"] - j["created_at"] >= 9 for j in patient_jobs)
     assert [j["status"] for j in hasty_jobs] == ["expired"] * 5
     assert all("deadline passed while waiting" in j["error"]["message"] for j in hasty_jobs), [
         j["error"] for j in hasty_jobs
     ]
+
+
+def test_all_deployments_failing_jobs_fail_after_their_retries(own_fleet: Fleet) -> None:
+    def config(urls: dict[str, str]) -> dict[str, Any]:
+        deps = [deployment("a", urls["down"]), deployment("b", urls["down"])]
+        return {"model_list": deps, "router_settings": {"num_retries": 2}}
+
+    with own_fleet(config, {"down": ["--error-rate", "1"]}) as f:
+        # Given every deployment answers 500 to every call
+        started = time.monotonic()
+        jobs = f.wait_all([f.submit(f"doomed {i}", completion_window="1h") for i in range(10)])
+        took = time.monotonic() - started
+        calls = f.stats("down")["calls"]
+    # Then each job fails with the provider's error after its retries, within seconds,
+    # not at its deadline an hour away
+    assert [j["status"] for j in jobs] == ["failed"] * 10
+    assert {j["error"]["code"] for j in jobs} <= {None, "server_error", "internal_error"}
+    assert all("500" in j["error"]["message"] for j in jobs), [j["error"] for j in jobs]
+    assert took < 60
+    assert all(1 <= j["attempts"] <= 3 for j in jobs) and calls == sum(j["attempts"] for j in jobs)
 
 
 def test_context_window_error_falls_back_to_the_larger_group(own_fleet: Fleet) -> None:

@@ -354,7 +354,13 @@ def error_from_response(provider: str, response: httpx.Response) -> errors.Provi
     cls = _TYPE_ERRORS.get(etype or "") or openai.error_class_for_status(response.status_code)
     if cls is errors.BadRequestError and any(h in message.lower() for h in _CONTEXT_WINDOW_HINTS):
         cls = errors.ContextWindowExceededError
-    return cls(message, provider=provider, code=etype, retry_after=openai.retry_after(response))
+    return cls(
+        message,
+        provider=provider,
+        code=etype,
+        retry_after=openai.retry_after(response),
+        status=response.status_code,
+    )
 
 
 # --- the I/O ------------------------------------------------------------------------

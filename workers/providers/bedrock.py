@@ -172,7 +172,13 @@ def error_from_response(provider: str, response: httpx.Response) -> errors.Provi
     cls = _TYPE_ERRORS.get(kind or "") or error_class_for_status(response.status_code)
     if cls is errors.BadRequestError and _CONTEXT.search(message):
         cls = errors.ContextWindowExceededError
-    return cls(message, provider=provider, code=kind, retry_after=retry_after(response))
+    return cls(
+        message,
+        provider=provider,
+        code=kind,
+        retry_after=retry_after(response),
+        status=response.status_code,
+    )
 
 
 def _error_fields(response: httpx.Response) -> tuple[str | None, str]:

@@ -43,9 +43,10 @@ __all__ = [
 class ProviderError(Exception):
     retryable: ClassVar[bool] = False
     cools_down: ClassVar[bool] = False
-    #: OpenAI error `type` and the HTTP status our API answers with.
+    #: OpenAI error `type`, and the HTTP status our API answers with: the provider's own
+    #: when it answered one (`status=`), else the class's.
     error_type: ClassVar[str] = "api_error"
-    status_code: ClassVar[int] = 502
+    status_code: int = 502
     #: LiteLLM's name for the class in retry_policy / allowed_fails_policy keys.
     policy_name: ClassVar[str] = "InternalServerError"
 
@@ -57,8 +58,11 @@ class ProviderError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(message)
+        if status is not None:
+            self.status_code = status
         self.message = message
         self.provider = provider
         self.param = param

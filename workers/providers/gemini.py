@@ -239,7 +239,9 @@ def error_from_response(provider: str, response: httpx.Response) -> errors.Provi
     wait = retry_after(response)
     if wait is None and cls is errors.RateLimitedError:
         wait = _retry_delay(details)
-    return cls(message, provider=provider, code=status, retry_after=wait)
+    return cls(
+        message, provider=provider, code=status, retry_after=wait, status=response.status_code
+    )
 
 
 def _refine(

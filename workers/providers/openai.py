@@ -129,7 +129,12 @@ def error_from_response(provider: str, response: httpx.Response) -> errors.Provi
         elif code in ("content_filter", "content_policy_violation"):
             cls = errors.ContentPolicyError
     return cls(
-        message, provider=provider, param=param, code=code, retry_after=retry_after(response)
+        message,
+        provider=provider,
+        param=param,
+        code=code,
+        retry_after=retry_after(response),
+        status=response.status_code,
     )
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import redis
 
+from models import redis_keys as rk
 from models.fleet_config import Deployment, FleetConfig
 from workers.providers.errors import (
     AuthenticationError,
@@ -106,6 +107,12 @@ class Router:
             tokens=total_tokens,
             window_size=self.config.router_settings.routing_strategy_args.window_size,
         )
+
+    def throttled_recently(self, group: str, tags: tuple[str, ...]) -> bool:
+        """Whether a deployment of the group answered 429 within THROTTLED_RECENTLY_MS:
+        the group is then short of capacity, which a job waits for, not out of order."""
+        since = _now_ms() - rk.THROTTLED_RECENTLY_MS
+        return any(t > since for t in self.state.last_throttled_ms(self.candidates(group, tags)))
 
     def report_failure(self, admitted: Admitted, error: ProviderError) -> bool:
         """Cooldown policy: 429 cools for its Retry-After (else cooldown_time); 401, 403

@@ -124,6 +124,14 @@ class RouterState:
         )
         return bool(int(cooled))
 
+    def last_throttled_ms(self, deployments: list[Deployment]) -> list[int]:
+        """When each deployment last answered 429 (epoch ms; 0: not in AIMD_TTL_MS)."""
+        aimd = rk.DEPLOYMENT_KEY_NAMES.index("aimd")
+        pipe = self._redis.pipeline(transaction=False)
+        for dep in deployments:
+            pipe.hget(rk.deployment_keys(dep.id)[aimd], "last_decrease")
+        return [int(float(v)) if v is not None else 0 for v in pipe.execute()]
+
 
 def _unit_cost(dep: Deployment) -> str:
     """A comparable price: input plus output cost per token; -1 when unknown."""
