@@ -354,13 +354,8 @@ def error_from_response(provider: str, response: httpx.Response) -> errors.Provi
     cls = _TYPE_ERRORS.get(etype or "") or openai.error_class_for_status(response.status_code)
     if cls is errors.BadRequestError and any(h in message.lower() for h in _CONTEXT_WINDOW_HINTS):
         cls = errors.ContextWindowExceededError
-    return cls(
-        message,
-        provider=provider,
-        code=etype,
-        retry_after=openai.retry_after(response),
-        status=response.status_code,
-    )
+    wait, status = openai.retry_after(response), response.status_code
+    return cls(message, provider=provider, code=etype, retry_after=wait, status=status)
 
 
 # --- the I/O ------------------------------------------------------------------------
