@@ -51,8 +51,11 @@ def batch_tick() -> int:
         per_message = lines_per_message(
             ctx.settings.batch_lines_per_message, ctx.settings.concurrency
         )
+        depth = _queue_depth()
+        if depth == 0:
+            batches.redispatch_lost(ctx.sessions, ctx.settings.visibility_timeout)
         # The queue holds messages of up to `per_message` lines: count them as full.
-        room = ctx.settings.batch_queue_target - _queue_depth() * per_message
+        room = ctx.settings.batch_queue_target - depth * per_message
         published = batches.dispatch(ctx.sessions, room, _publish, per_message)
         storage = LocalFileStorage(ctx.settings.files_dir)
         ended = batches.finalize_ready(ctx.sessions, storage, publish_webhook)

@@ -3,6 +3,7 @@
 - dispatch: publish batch jobs only as the broker's batch queue drains, so a 50,000-
   line batch never floods Redis; the room is shared equally among running batches, so
   a small batch behind a big one progresses at once (fair share, round robin);
+- redispatch: lines whose message was lost go back to dispatch (see `redispatch_lost`);
 - expire: at the completion window, lines not started end `expired`;
 - finalize: once no line is queued or running, write the output and error files
   (streaming, never the whole batch in memory), sum usage, and end the batch.
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.batch_stats import usage_of
@@ -27,7 +29,7 @@ from models.storage import FileStorage, discarded_on_error
 from models.tables import Batch, File, Job, JobStatus, locked_in_id_order, utcnow
 from models.webhooks import record_event
 
-__all__ = ["TickReport", "dispatch", "expire_due", "finalize_ready"]
+__all__ = ["TickReport", "dispatch", "expire_due", "finalize_ready", "redispatch_lost"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,33 @@ def _publish_lines(
                 .values(published_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
+
+
+def redispatch_lost(sessions: sessionmaker[Session], older_than_s: float) -> int:
+    """Lines published more than `older_than_s` ago (the visibility timeout, after which
+    Redis hands an unacknowledged message out again) that are still `queued`, not
+    waiting for capacity, while the batch queue is empty (the caller checks): their
+    message is gone (a task acknowledged it without claiming them), and nothing else
+    would send them. They go back to dispatch. Should the message still be held by a
+    worker, the second one is turned away by the claim."""
+    before = utcnow() - dt.timedelta(seconds=older_than_s)
+    lost = and_(
+        Job.status == JobStatus.QUEUED,
+        Job.published_at < before,
+        Job.not_before.is_(None),
+        Job.batch_id.in_(select(Batch.id).where(Batch.status == "in_progress")),
+    )
+    with sessions.begin() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id.in_(locked_in_id_order(lost)), lost)
+            .values(published_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    count = int(getattr(result, "rowcount", 0) or 0)
+    if count:
+        log.warning("batch tick: %d line(s) published long ago sent again", count)
+    return count
 
 
 def expire_due(sessions: sessionmaker[Session]) -> int:

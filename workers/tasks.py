@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import Task
+from celery.exceptions import Reject
 
 from models.contract import (
     EXECUTE_LINES_TASK,
@@ -36,9 +37,8 @@ def execute(self: Task, job_id: str) -> None:
             # Acknowledging this message would lose a job that was not claimed yet: send
             # it again later. A job claimed already stays claimed, and this second
             # message is turned away until the sweeper hands the job on after its lease.
-            delay = min(RETRY_CAP_SECONDS, 2**self.request.retries)
-            log.warning("job %s: %s; trying again in %d s", job_id, type(exc).__name__, delay)
-            raise self.retry(countdown=delay, max_retries=None) from None
+            log.warning("job %s: %s; trying again later", job_id, type(exc).__name__)
+            _again_later(self)
 
 
 @app.task(name=EXECUTE_LINES_TASK, bind=True)
@@ -51,9 +51,23 @@ def execute_many(self: Task, job_ids: list[str]) -> None:
     except TRANSIENT as exc:
         # Lines not claimed yet would be lost with this message; lines already claimed
         # are turned away by the second one and handed on by the sweeper after their lease.
-        delay = min(RETRY_CAP_SECONDS, 2**self.request.retries)
-        log.warning("%d line(s): %s; trying again in %d s", len(job_ids), type(exc).__name__, delay)
-        raise self.retry(countdown=delay, max_retries=None) from None
+        log.warning("%d line(s): %s; trying again later", len(job_ids), type(exc).__name__)
+        _again_later(self)
+
+
+def _again_later(task: Task) -> None:
+    """Send this task again after a backoff, and let the message in hand go. If the
+    broker cannot take the new message either, the one in hand is handed back to it
+    instead (rejected with requeue): Celery would acknowledge it, and with it the jobs
+    it carries that no worker has claimed and nothing else would send again. When the
+    broker cannot take the message back either, it stays unacknowledged, and the broker
+    delivers it again (Redis after its visibility timeout, RabbitMQ when the channel
+    closes)."""
+    delay = min(RETRY_CAP_SECONDS, 2**task.request.retries)
+    try:
+        raise task.retry(countdown=delay, max_retries=None) from None
+    except Reject as exc:  # the new message could not be published
+        raise Reject(exc.reason, requeue=True) from None
 
 
 @app.task(name=WEBHOOK_TASK, bind=True)

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_sessionmaker
 from models.ids import new_id
-from models.tables import Job, JobStatus, WebhookDelivery, utcnow
+from models.tables import Batch, Job, JobStatus, WebhookDelivery, utcnow
 from tests.conftest import migrated_database
-from workers import jobstore
+from workers import batches, jobstore
 from workers.providers.base import Usage
 
 
@@ -27,7 +27,7 @@ def engine() -> Iterator[Engine]:
 @pytest.fixture
 def sessions(engine: Engine) -> sessionmaker[Session]:
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, webhook_deliveries CASCADE"))
+        conn.execute(text("TRUNCATE jobs, batches, webhook_deliveries CASCADE"))
     return make_sessionmaker(engine)
 
 
@@ -170,6 +170,56 @@ def test_sweeper_picks_lost_jobs_only(sessions: sessionmaker[Session]) -> None:
     assert not picked & {fresh_unpublished, published, live_worker, undispatched_line}
     with sessions() as session:
         assert session.get(Job, dead_worker).status == "queued"  # type: ignore[union-attr]
+
+
+def add_batch(sessions: sessionmaker[Session], status: str) -> str:
+    batch_id = new_id("batch")
+    with sessions.begin() as session:
+        session.add(
+            Batch(
+                id=batch_id,
+                owner_key="master",
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                status=status,
+            )
+        )
+    return batch_id
+
+
+def test_lines_whose_message_was_lost_go_back_to_dispatch(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Given lines of a running batch published 11 minutes ago, past a 10-minute
+    # visibility timeout, and others that must stay as they are
+    running_batch, ended_batch = (
+        add_batch(sessions, "in_progress"),
+        add_batch(sessions, "cancelling"),
+    )
+    old = utcnow() - dt.timedelta(minutes=11)
+    lost = [add_job(sessions, batch_id=running_batch, published_at=old) for _ in range(2)]
+    kept = [
+        add_job(sessions, batch_id=running_batch),  # published just now
+        add_job(sessions, batch_id=running_batch, published_at=old, not_before=utcnow()),
+        add_job(
+            sessions,
+            batch_id=running_batch,
+            published_at=old,
+            status=JobStatus.RUNNING,
+            lease_until=utcnow() + dt.timedelta(minutes=1),
+        ),
+        add_job(sessions, batch_id=ended_batch, published_at=old),
+        add_job(sessions, published_at=old),  # not a batch line
+    ]
+
+    # When the tick finds the batch queue empty
+    assert batches.redispatch_lost(sessions, older_than_s=600) == 2
+
+    # Then only the lost lines wait for dispatch again
+    with sessions() as session:
+        unpublished = set(session.scalars(select(Job.id).where(Job.published_at.is_(None))))
+    assert unpublished == set(lost)
+    assert not unpublished & set(kept)
 
 
 def test_one_update_claims_the_claimable_lines_of_a_message(
