@@ -219,6 +219,13 @@ class WorkerSettings(CommonSettings):
 
     concurrency: int = Field(default=200, validation_alias="LLMFLEET_WORKER_CONCURRENCY")
     pool: str = Field(default="threads", validation_alias="LLMFLEET_WORKER_POOL")
+    loop: bool = Field(
+        default=False,
+        validation_alias="LLMFLEET_WORKER_LOOP",
+        description="Run every provider call of the process on one asyncio event loop "
+        'instead of holding a thread per call (ARCHITECTURE.md, "The worker loop"). Off '
+        "by default until it costs less than threads (docs/BENCHMARKS.md).",
+    )
     job_timeout: float = Field(
         default=1800.0,
         validation_alias="LLMFLEET_JOB_TIMEOUT",

@@ -1,6 +1,6 @@
-"""Run one job: claim it, let a JobRun make its calls, store the outcome or put the
-job to wait for capacity. Plain functions with no Celery import; `workers.tasks`
-wraps them thinly."""
+"""Run one job: claim it, let a JobRun make its calls (on the worker's threads or its
+event loop: workers.calls), store the outcome or put the job to wait for capacity.
+Plain functions with no Celery import; `workers.tasks` wraps them thinly."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ __all__ = ["execute_job", "execute_lines"]
 
 log = logging.getLogger(__name__)
 
-#: While a message still has lines to claim, how often it looks for a free thread.
-THREAD_WAIT_S = 0.05
+#: While a message still has lines to claim, how often it looks for a free slot.
+SLOT_WAIT_S = 0.05
 #: How long a line that has ended waits for others of its message to store with them.
 GATHER_S = 0.02
 #: Backoff between tries to store runs while the database or Redis is away.
@@ -56,9 +56,9 @@ def execute_job(
         log.info("job %s: not claimable (done, running elsewhere or cancelled)", job_id)
         return None
     bind_log_context(attempt=claimed.attempt, batch_id=claimed.batch_id)
-    metrics.job_claimed(claimed)
     with ctx.leases.holding(claimed.job_id, claimed.attempt):
-        return _store(ctx, [_run(ctx, claimed)], publish_webhook)[0]
+        ran = _start(ctx, claimed).result()
+        return _store(ctx, [ran], publish_webhook)[0]
 
 
 def execute_lines(
@@ -68,12 +68,13 @@ def execute_lines(
     taken: Taken | None = None,
 ) -> list[JobStatus | None]:
     """Run several jobs (a batch's lines) from one message. As many lines as the line
-    pool has free threads are claimed in one UPDATE, their calls run side by side, and
-    the ends that arrive together are stored in one transaction; more lines are claimed
-    as threads free up. Each line keeps its own claim, lease and fence, exactly as
-    `execute_job` would run it. `taken` holds the prefetch slots the worker took for the
-    message's lines (workers.prefetch): each goes back as its line ends. Returns the
-    statuses stored, in the order the lines ended."""
+    pool has free slots are claimed in one UPDATE, their runs go side by side (each on a
+    line-pool thread, or its calls on the event loop), and the ends that arrive together
+    are stored in one transaction; more lines are claimed as slots free up. Each line
+    keeps its own claim, lease and fence, exactly as `execute_job` would run it.
+    `taken` holds the prefetch slots the worker took for the message's lines
+    (workers.prefetch): each goes back as its line ends. Returns the statuses stored,
+    in the order the lines ended."""
     waiting = list(dict.fromkeys(job_ids))
     pending: dict[Future[Ran], jobstore.Claim] = {}
     leases: dict[str, int] = {}
@@ -81,13 +82,15 @@ def execute_lines(
     try:
         while waiting or pending:
             if waiting:
-                room = ctx.lines.take(len(waiting), timeout=0 if pending else THREAD_WAIT_S)
+                room = ctx.lines.take(len(waiting), timeout=0 if pending else SLOT_WAIT_S)
                 wave, waiting = waiting[:room], waiting[room:]
                 for claimed in _claim(ctx, wave, taken):
                     leases[claimed.job_id] = ctx.leases.hold(claimed.job_id, claimed.attempt)
-                    pending[ctx.lines.submit(_run_line, ctx, claimed)] = claimed
+                    future = _start_line(ctx, claimed)
+                    future.add_done_callback(lambda _: ctx.lines.give(1))  # its slot
+                    pending[future] = claimed
             if pending:
-                timeout = THREAD_WAIT_S if waiting else None
+                timeout = SLOT_WAIT_S if waiting else None
                 done, running = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
                 if done and running:
                     # the lines of a wave end close together: store them in one commit
@@ -101,7 +104,7 @@ def execute_lines(
                     taken.give(len(finished))
     finally:
         for future in pending:
-            future.cancel()  # not started: its lease lapses and the sweeper hands it on
+            future.cancel()  # not started (or cut short on the loop): its lease lapses
         for token in leases.values():
             ctx.leases.release(token)
         if taken is not None:
@@ -110,8 +113,9 @@ def execute_lines(
 
 
 def _claim(ctx: WorkerContext, wave: list[str], taken: Taken | None) -> list[jobstore.Claim]:
-    """Claim a wave of lines with the threads reserved for it; threads and prefetch slots
-    of the lines not claimable (done, cancelled, running elsewhere) go back at once."""
+    """Claim a wave of lines with the slots reserved for it; the slots (and prefetch
+    slots) of the lines not claimable (done, cancelled, running elsewhere) go back at
+    once."""
     if not wave:
         return []
     try:
@@ -145,31 +149,82 @@ def _store_lines(
     return _store(ctx, runs, publish_webhook)
 
 
-def _run_line(ctx: WorkerContext, claimed: jobstore.Claim) -> Ran:
+def _start_line(ctx: WorkerContext, claimed: jobstore.Claim) -> Future[Ran]:
+    """`_start` beside this thread: the whole run on a line-pool thread when runs hold
+    their thread (a pre-call hook or a cache wait may take its time), else the checks
+    here and the calls on the loop. An outage of the database or Redis is kept in the
+    future."""
+    if ctx.calls.blocking:
+        return ctx.lines.submit(_run_here, ctx, claimed)
+    try:
+        return _start(ctx, claimed)
+    except crashes.TRANSIENT as exc:
+        failed: Future[Ran] = Future()
+        failed.set_exception(exc)
+        return failed
+
+
+def _job_log(
+    claimed: jobstore.Claim, deployment: str | None = None
+) -> contextlib.AbstractContextManager[None]:
+    """Every line logged about this job carries its ids (on whichever thread), and the
+    deployment that served it once its calls are done (they ran on the event loop)."""
+    return log_context(
+        job_id=claimed.job_id,
+        attempt=claimed.attempt,
+        batch_id=claimed.batch_id,
+        deployment=deployment,
+    )
+
+
+def _run_here(ctx: WorkerContext, claimed: jobstore.Claim) -> Ran:
+    return _start(ctx, claimed).result()
+
+
+def _start(ctx: WorkerContext, claimed: jobstore.Claim) -> Future[Ran]:
+    """Start the claim's run: the checks before any call here (JobRun.prepare), the
+    calls through `ctx.calls` (workers.calls: done when this returns if they hold this
+    thread, else on the event loop). The future holds what the run came to. A run that
+    raises ends its claim (workers.crashes): released to be tried again soon, or, once
+    the job has used up its claims, ended `failed`; an outage of the database or Redis
+    is raised, left to the task."""
     with _job_log(claimed):
         metrics.job_claimed(claimed)
-        return _run(ctx, claimed)
+        if claimed.deadline is not None and claimed.deadline <= utcnow():
+            return _done(
+                Ran(claimed, jobstore.Outcome(JobStatus.EXPIRED, error=_expired(claimed)), [])
+            )
+        run = JobRun(ctx, claimed)
+        try:
+            early = run.prepare()
+        except crashes.TRANSIENT:
+            raise
+        except Exception as exc:
+            return _done(
+                Ran(claimed, crashes.after_crash(claimed, exc, run.records, ctx.rng), run.records)
+            )
+        if early is not None:
+            return _done(Ran(claimed, early, run.records))
+        return ctx.calls.start(_calls(ctx, run))
 
 
-def _job_log(claimed: jobstore.Claim) -> contextlib.AbstractContextManager[None]:
-    """Every line logged about this job carries its ids (on whichever thread)."""
-    return log_context(job_id=claimed.job_id, attempt=claimed.attempt, batch_id=claimed.batch_id)
+async def _calls(ctx: WorkerContext, run: JobRun) -> Ran:
+    claimed = run.claim
+    with _job_log(claimed):
+        try:
+            result = await run.route()
+        except crashes.TRANSIENT:
+            raise
+        except Exception as exc:
+            result = crashes.after_crash(claimed, exc, run.records, ctx.rng)
+        run.settle(result)
+        return Ran(claimed, result, run.records)
 
 
-def _run(ctx: WorkerContext, claimed: jobstore.Claim) -> Ran:
-    """The claim's calls and what they came to. A run that raises ends its claim here
-    (workers.crashes): released to be tried again soon, or, once the job has used up
-    its claims, ended `failed`; an outage of the database or Redis is left to the task."""
-    if claimed.deadline is not None and claimed.deadline <= utcnow():
-        return Ran(claimed, jobstore.Outcome(JobStatus.EXPIRED, error=_expired(claimed)), [])
-    run = JobRun(ctx, claimed)
-    try:
-        result = run.execute()
-    except crashes.TRANSIENT:
-        raise
-    except Exception as exc:
-        result = crashes.after_crash(claimed, exc, run.records, ctx.rng)
-    return Ran(claimed, result, run.records)
+def _done(ran: Ran) -> Future[Ran]:
+    future: Future[Ran] = Future()
+    future.set_result(ran)
+    return future
 
 
 def _store(
@@ -247,7 +302,7 @@ def _finish(
     stored = _store_ends(ctx, endings)
     statuses = []
     for (claimed, outcome), charge, s in zip(outcomes, priced, stored, strict=True):
-        with _job_log(claimed):
+        with _job_log(claimed, outcome.deployment_id):
             statuses.append(_after_finish(ctx, claimed, outcome, charge, s, publish_webhook))
     _announce(ctx, [e.claimed.job_id for e, s in zip(endings, statuses, strict=True) if s])
     return statuses

@@ -1,9 +1,10 @@
-"""The threads that run the lines of several-line messages, with a count of free ones.
+"""The slots for the lines of several-line messages (`-c` of them), and the threads
+that run them when calls hold threads (workers.calls.ThreadCalls).
 
-A message's lines are claimed only as threads are free to run them (`take`), so a
-claimed line never waits for a thread: the rest of the message stays `queued` in the
-database, where a cancel or the batch's expiry still reaches it. A thread's slot comes
-back when its line's run ends (or its future is cancelled before it started)."""
+A message's lines are claimed only as slots are free to run them (`take`), so a
+claimed line never waits for room: the rest of the message stays `queued` in the
+database, where a cancel or the batch's expiry still reaches it. A slot is given back
+(`give`) when its line's run ends, or its future is cancelled before it started."""
 
 from __future__ import annotations
 
@@ -43,10 +44,8 @@ class LinePool:
                 self._cond.notify(n)
 
     def submit(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        """Run `fn` on a thread reserved with `take`; the thread is given back when it ends."""
-        future = self._executor.submit(fn, *args, **kwargs)
-        future.add_done_callback(lambda _: self.give(1))
-        return future
+        """Run `fn` on a thread; its slot (reserved with `take`) is the caller's to give."""
+        return self._executor.submit(fn, *args, **kwargs)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

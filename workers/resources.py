@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ from models.db import make_engine, make_sessionmaker
 from models.fleet_config import ConfigError, FleetConfig, load_fleet_config
 from models.settings import WorkerSettings
 from workers.accounting.billing import PayerCache
+from workers.calls import Calls, LoopCalls, ThreadCalls
 from workers.delayed import DelayedJobs
+from workers.event_loop import EventLoop, client_shards
 from workers.hooks import Hooks, load_hooks
 from workers.http_shards import HttpShards
 from workers.leases import Leases
@@ -25,6 +28,8 @@ from workers.providers import check_providers
 from workers.router import Router
 
 __all__ = ["WorkerContext", "build_context", "load_checked_config"]
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_EXPIRY_S = 3.0
 
@@ -42,14 +47,14 @@ class WorkerContext:
     redis: redis.Redis
     #: For webhooks and Lago.
     http: httpx.Client
-    #: For provider calls: `calls.client()` is the calling thread's client.
-    calls: HttpShards
+    #: Where provider calls and waits run: threads, or the process's event loop.
+    calls: Calls
     router: Router
     delayed: DelayedJobs
     leases: Leases
     #: Each owner's billing and budgets, trusted for a few seconds.
     payers: PayerCache
-    #: Runs the lines of several-line messages side by side (a thread per call held).
+    #: The slots (and, with threads, the threads) of several-line messages' lines.
     lines: LinePool
     #: The broker's Redis when it is not `redis` (its epoch marker is checked too).
     broker_redis: Redis | None = None
@@ -65,9 +70,9 @@ class WorkerContext:
 
     def close(self) -> None:
         self.leases.stop()
+        self.calls.close()
         self.lines.shutdown()
         self.http.close()
-        self.calls.close()
         self.redis.close()
         if self.broker_redis is not None:
             self.broker_redis.close()
@@ -90,21 +95,32 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
     config = load_checked_config(settings)
     hooks = load_hooks(config.llmfleet_settings)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-    # Idle connections are dropped before the usual 5 s server-side idle timeout, so a
-    # call rarely lands on a socket the server is closing.
     timeout = httpx.Timeout(config.router_settings.timeout)
 
-    def http_client(connections: int) -> httpx.Client:
-        limits = httpx.Limits(
+    def limits(connections: int) -> httpx.Limits:
+        # Idle connections are dropped before the usual 5 s server-side idle timeout,
+        # so a call rarely lands on a socket the server is closing.
+        return httpx.Limits(
             max_connections=connections,
             max_keepalive_connections=connections,
             keepalive_expiry=KEEPALIVE_EXPIRY_S,
         )
-        return httpx.Client(limits=limits, timeout=timeout)
 
-    # Provider calls come from the line pool's threads and the task pool's (-c each).
-    calls = HttpShards(http_client, 2 * settings.concurrency)
+    def async_client(connections: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient(limits=limits(connections), timeout=timeout)
+
+    def http_client(connections: int) -> httpx.Client:
+        return httpx.Client(limits=limits(connections), timeout=timeout)
+
+    # Provider calls: a several-line message's lines (-c) and the tasks' jobs (-c).
+    lines = LinePool(settings.concurrency)
+    calls: Calls
+    if settings.loop:
+        calls = LoopCalls(EventLoop(client_shards(async_client, 2 * settings.concurrency)))
+    else:
+        calls = ThreadCalls(HttpShards(http_client, 2 * settings.concurrency))
     http = http_client(32)  # webhooks and Lago
+    log.info("provider calls run on %s", "the event loop" if settings.loop else "threads")
     client = redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=10,
@@ -129,7 +145,7 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
         delayed=DelayedJobs(client),
         leases=Leases(sessions, settings.lease_seconds, settings.job_timeout),
         payers=PayerCache(sessions),
-        lines=LinePool(settings.concurrency),
+        lines=lines,
         broker_redis=broker_redis,
         rng=rng,
         hooks=hooks,

@@ -1,5 +1,8 @@
-"""The calls of one claimed job: route, call, report, retry, fall back — or decide to
-wait for capacity. Returns an Outcome to store or a Deferral; writes nothing itself."""
+"""The calls of one claimed job: the checks before any call (`JobRun.prepare`, in the
+thread that hands the job over), then route, call, report, retry, fall back — or
+decide to wait for capacity (`JobRun.route`, a coroutine whose calls and waits go
+through `ctx.calls`: the worker's threads or its event loop, workers.calls). Returns
+an Outcome to store or a Deferral; writes nothing itself."""
 
 from __future__ import annotations
 
@@ -119,10 +122,13 @@ class JobRun:
     tried: set[str] = field(default_factory=set)
     inline_waited: float = 0.0
     last_error: ProviderError | None = None
+    cache: ResponseCache | None = None
 
-    def execute(self) -> Outcome | Deferral:
-        """The job's outcome; a response-cache hit (or a wait for an identical job in
-        flight) skips the calls, and a successful call fills the cache."""
+    def prepare(self) -> Outcome | Deferral | None:
+        """The checks before any call, run by the thread that hands the job over: an
+        end or a wait that needs no call (an entitlement or budget denial, a pre-call
+        hook's rejection, a response-cache hit or an identical job in flight), else
+        None: `route` makes the calls, then `settle` fills the cache."""
         denied = entitlement.pre_check(self.ctx, self.claim)
         if denied is not None:
             return denied  # its Lago subscription may not run jobs: no provider call
@@ -134,22 +140,25 @@ class JobRun:
             return checked  # rejected by a pre-call hook: no provider call
         self.claim = checked
         timeout = self.ctx.config.router_settings.timeout
-        cache = ResponseCache.open(self.ctx.redis, self.claim, timeout)
-        if cache is not None:
-            early = cache.lookup(INLINE_WAIT_BUDGET_S - self.inline_waited)
-            self.inline_waited += cache.waited_s
+        self.cache = ResponseCache.open(self.ctx.redis, self.claim, timeout)
+        if self.cache is not None:
+            early = self.cache.lookup(INLINE_WAIT_BUDGET_S - self.inline_waited)
+            self.inline_waited += self.cache.waited_s
             if isinstance(early, CacheWait):
                 return Deferral(early.due_s, early.reason)
             if early is not None:
                 return early
-        result = self._route()
-        if cache is not None:
-            cache.settle(result)
-        return result
+        return None
 
-    def _route(self) -> Outcome | Deferral:
-        """The model group, then its fallbacks, until one ends the job; a group that is
-        only out of capacity leaves a wait, taken when no group could end it."""
+    def settle(self, result: Outcome | Deferral) -> None:
+        """After `route`: a successful response fills the cache this job holds."""
+        if self.cache is not None:
+            self.cache.settle(result)
+
+    async def route(self) -> Outcome | Deferral:
+        """The calls (through `ctx.calls`): the model group, then its fallbacks, until one
+        ends the job; a group that is only out of capacity leaves a wait, taken when no
+        group could end it."""
         settings = self.ctx.config.router_settings
         groups = [self.claim.model]
         visited: set[str] = set()
@@ -160,7 +169,7 @@ class JobRun:
                 continue
             visited.add(group)
             try:
-                end = self._run_group(group)
+                end = await self._run_group(group)
             except NoDeploymentError as exc:
                 if group == self.claim.model:
                     return _failed(str(exc), "model", "model_not_found", 404)
@@ -173,7 +182,7 @@ class JobRun:
             groups += [g for g in settings.fallbacks_for(end.then, group) if g not in visited]
         return self._give_up(waits)
 
-    def _run_group(self, group: str) -> Outcome | Exhausted:
+    async def _run_group(self, group: str) -> Outcome | Exhausted:
         """Calls to the group's deployments until one answers, the request is refused,
         the group's retries are spent, or no deployment has capacity now."""
         transient = rate_limited = 0
@@ -186,10 +195,10 @@ class JobRun:
                 return self._exhausted(group, error, rate_limited)
             choice = self.ctx.router.choose(self._request(group), self.tried)
             if isinstance(choice, Saturated):
-                if self._wait_inline(choice.wait_ms / 1000):
+                if await self._wait_inline(choice.wait_ms / 1000):
                     continue
                 return self._saturated(group, choice, error, rate_limited)
-            result = self._call(group, choice)
+            result = await self._call(group, choice)
             if isinstance(result, Outcome):
                 return result
             error = result
@@ -207,7 +216,7 @@ class JobRun:
                 long_wait = (error.retry_after or 0) > INLINE_WAIT_S  # "come back later"
                 if transient > self._retries(error) or long_wait:
                     return self._exhausted(group, error, rate_limited + int(long_wait))
-                self._backoff(transient, error.retry_after)
+                await self._backoff(transient, error.retry_after)
 
     def _saturated(
         self, group: str, choice: Saturated, error: ProviderError | None, rate_limited: int
@@ -244,7 +253,7 @@ class JobRun:
             time.time() + wait, f"{group}: the provider asked to wait ({error.status_code})"
         )
 
-    def _call(self, group: str, admitted: Admitted) -> Outcome | ProviderError:
+    async def _call(self, group: str, admitted: Admitted) -> Outcome | ProviderError:
         """The call's successful Outcome (post-call hooks applied), or its error."""
         deployment = admitted.deployment
         bind_log_context(deployment=deployment.id)
@@ -255,10 +264,14 @@ class JobRun:
             timeout=params.timeout or self.ctx.config.router_settings.timeout,
             drop_params=params.drop_params or self.ctx.config.drop_params,
         )
-        call = provider.embed if self.claim.kind == EMBEDDINGS else provider.chat
+        exchange = (
+            provider.embed_exchange if self.claim.kind == EMBEDDINGS else provider.chat_exchange
+        )
         started, t0 = utcnow(), time.monotonic()
         try:
-            result = call(self.ctx.calls.client(), deployment, self.claim.request, options)
+            result = await self.ctx.calls.send(
+                exchange(deployment, self.claim.request, options), provider.name
+            )
         except ProviderError as exc:
             latency = time.monotonic() - t0
             self._report(self.ctx.router.report_failure, admitted, exc)
@@ -316,12 +329,12 @@ class JobRun:
     def _retries(self, error: ProviderError) -> int:
         return self.ctx.config.router_settings.retries_for(error.policy_name)
 
-    def _wait_inline(self, wait_s: float) -> bool:
+    async def _wait_inline(self, wait_s: float) -> bool:
         """Sleep a short wait for capacity in place, within the claim's budget."""
         if wait_s > INLINE_WAIT_S or self.inline_waited + wait_s > INLINE_WAIT_BUDGET_S:
             return False
         self.inline_waited += wait_s
-        time.sleep(wait_s)
+        await self.ctx.calls.sleep(wait_s)
         return True
 
     def _request(self, group: str) -> Request:
@@ -343,12 +356,12 @@ class JobRun:
             )
         )
 
-    def _backoff(self, calls: int, retry_after: float | None) -> None:
+    async def _backoff(self, calls: int, retry_after: float | None) -> None:
         """Before the next try of a transient failure: exponential with full jitter, at
         least a (short) Retry-After, at most MAX_BACKOFF_S; a longer Retry-After was
         turned into a wait for capacity by the caller."""
         delay = self.ctx.rng.uniform(0, BACKOFF_BASE_S * 2 ** (calls - 1))
-        time.sleep(min(max(delay, retry_after or 0), MAX_BACKOFF_S))
+        await self.ctx.calls.sleep(min(max(delay, retry_after or 0), MAX_BACKOFF_S))
 
     def _cancelled(self) -> bool:
         return is_cancel_requested(self.ctx.sessions, self.claim.job_id)

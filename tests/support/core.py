@@ -25,7 +25,9 @@ from models.tables import Job, JobAttempt, JobStatus, utcnow
 from tests.support.brokers import REDIS_BASE
 from workers import execute
 from workers.accounting.billing import PayerCache
+from workers.calls import Calls, LoopCalls, ThreadCalls
 from workers.delayed import DelayedJobs
+from workers.event_loop import EventLoop
 from workers.hooks import Hooks
 from workers.http_shards import HttpShards
 from workers.leases import Leases
@@ -157,9 +159,12 @@ CoreFactory = Callable[..., Core]
 
 
 @contextlib.contextmanager
-def core_factory(url: str, engine: Engine, state: redis.Redis) -> Iterator[CoreFactory]:
+def core_factory(
+    url: str, engine: Engine, state: redis.Redis, loop: bool = False
+) -> Iterator[CoreFactory]:
     """`make(replies, model_list, **router_settings)` builds a Core; all are closed
-    when the block ends."""
+    when the block ends. `loop`: its calls run on an event loop (LLMFLEET_WORKER_LOOP),
+    else on threads."""
     built: list[WorkerContext] = []
 
     def make(
@@ -175,6 +180,12 @@ def core_factory(url: str, engine: Engine, state: redis.Redis) -> Iterator[CoreF
         sessions = make_sessionmaker(engine)
         rng = random.Random(7)
         transport = httpx.MockTransport(provider)
+        lines = LinePool(2)
+        calls: Calls = (
+            LoopCalls(EventLoop([httpx.AsyncClient(transport=transport)]))
+            if loop
+            else ThreadCalls(HttpShards(lambda _n: httpx.Client(transport=transport), 1))
+        )
         ctx = WorkerContext(
             settings=settings,
             config=config,
@@ -182,12 +193,12 @@ def core_factory(url: str, engine: Engine, state: redis.Redis) -> Iterator[CoreF
             sessions=sessions,
             redis=state,
             http=httpx.Client(transport=transport),
-            calls=HttpShards(lambda _n: httpx.Client(transport=transport), 1),
+            calls=calls,
             router=Router(config, state, rng),
             delayed=DelayedJobs(state),
             leases=Leases(sessions, 60, 600),
             payers=PayerCache(sessions),
-            lines=LinePool(2),
+            lines=lines,
             rng=rng,
             hooks=Hooks(),
         )
@@ -199,4 +210,5 @@ def core_factory(url: str, engine: Engine, state: redis.Redis) -> Iterator[CoreF
     finally:
         for ctx in built:
             ctx.leases.stop()
+            ctx.calls.close()
             ctx.lines.shutdown()

@@ -38,6 +38,7 @@ import httpx2 as httpx
 from models.fleet_config import Deployment
 from workers.providers import errors, openai
 from workers.providers.base import CallOptions, ProviderResult, Usage, openai_usage
+from workers.providers.exchange import Exchange, ExchangeProtocol
 from workers.providers.params import check_params
 
 __all__ = [
@@ -362,35 +363,27 @@ def error_from_response(provider: str, response: httpx.Response) -> errors.Provi
 
 
 @dataclass(frozen=True)
-class AnthropicProtocol:
+class AnthropicProtocol(ExchangeProtocol):
     """`name` is the provider prefix; `default_base` is used when a deployment has no
     `api_base`."""
 
     name: str = "anthropic"
     default_base: str = DEFAULT_API_BASE
 
-    def chat(
-        self,
-        client: httpx.Client,
-        deployment: Deployment,
-        body: dict[str, Any],
-        options: CallOptions,
-    ) -> ProviderResult:
+    def chat_exchange(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> Exchange:
         url, headers, payload = build_messages_request(
             self.name, deployment, body, self.default_base, options.drop_params
         )
-        data = openai.post_json(
-            client, self.name, url, headers, payload, options.timeout, error_from_response
+        data = yield from openai.post_json(
+            self.name, url, headers, payload, options.timeout, error_from_response
         )
         return parse_message(self.name, data, int(time.time()))
 
-    def embed(
-        self,
-        client: httpx.Client,
-        deployment: Deployment,
-        body: dict[str, Any],
-        options: CallOptions,
-    ) -> ProviderResult:
+    def embed_exchange(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> Exchange:
         raise errors.BadRequestError(
             f"{self.name} has no embeddings endpoint; route embeddings to another provider",
             provider=self.name,

@@ -7,11 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2 as httpx
-
 from models.fleet_config import Deployment
 from workers.providers import errors
-from workers.providers.base import CallOptions, ProviderResult
+from workers.providers.base import CallOptions
+from workers.providers.exchange import Exchange, ExchangeProtocol
 from workers.providers.openai import (
     parse_chat_response,
     parse_embeddings_response,
@@ -45,29 +44,19 @@ def build_azure_request(
 
 
 @dataclass(frozen=True)
-class AzureProtocol:
+class AzureProtocol(ExchangeProtocol):
     name: str = "azure"
 
-    def chat(
-        self,
-        client: httpx.Client,
-        deployment: Deployment,
-        body: dict[str, Any],
-        options: CallOptions,
-    ) -> ProviderResult:
+    def chat_exchange(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> Exchange:
         url, headers, payload = build_azure_request(deployment, body, "chat/completions")
-        return parse_chat_response(
-            self.name, post_json(client, self.name, url, headers, payload, options.timeout)
-        )
+        data = yield from post_json(self.name, url, headers, payload, options.timeout)
+        return parse_chat_response(self.name, data)
 
-    def embed(
-        self,
-        client: httpx.Client,
-        deployment: Deployment,
-        body: dict[str, Any],
-        options: CallOptions,
-    ) -> ProviderResult:
+    def embed_exchange(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> Exchange:
         url, headers, payload = build_azure_request(deployment, body, "embeddings")
-        return parse_embeddings_response(
-            self.name, post_json(client, self.name, url, headers, payload, options.timeout)
-        )
+        data = yield from post_json(self.name, url, headers, payload, options.timeout)
+        return parse_embeddings_response(self.name, data)

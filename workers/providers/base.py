@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import httpx2 as httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from models.fleet_config import Deployment
+
+if TYPE_CHECKING:
+    from workers.providers.exchange import Exchange
 
 __all__ = ["CallOptions", "Provider", "ProviderResult", "Usage", "openai_usage"]
 
@@ -61,23 +62,17 @@ class CallOptions:
 
 class Provider(Protocol):
     """One wire protocol. `body` is an OpenAI chat-completions (or embeddings) request;
-    a provider never mutates it."""
+    a provider never mutates it. Its calls are exchanges, apart from any client
+    (workers.providers.exchange: the worker sends them on its event loop; each
+    protocol's `chat` and `embed` send them with a blocking client)."""
 
     @property
     def name(self) -> str: ...
 
-    def chat(
-        self,
-        client: httpx.Client,
-        deployment: Deployment,
-        body: dict[str, Any],
-        options: CallOptions,
-    ) -> ProviderResult: ...
+    def chat_exchange(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> Exchange: ...
 
-    def embed(
-        self,
-        client: httpx.Client,
-        deployment: Deployment,
-        body: dict[str, Any],
-        options: CallOptions,
-    ) -> ProviderResult: ...
+    def embed_exchange(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> Exchange: ...

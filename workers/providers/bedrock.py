@@ -32,7 +32,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -48,12 +48,8 @@ from models.fleet_config import Deployment, LiteLLMParams
 from workers.providers import bedrock_convert as convert
 from workers.providers import errors
 from workers.providers.base import CallOptions, ProviderResult, Usage
-from workers.providers.openai import (
-    error_class_for_status,
-    map_transport_errors,
-    read_json,
-    retry_after,
-)
+from workers.providers.exchange import Exchange, ExchangeProtocol, HttpCall
+from workers.providers.openai import error_class_for_status, read_json, retry_after
 from workers.providers.params import check_params
 
 __all__ = [
@@ -309,7 +305,7 @@ def parse_embeddings(
 
 
 @dataclass(frozen=True)
-class BedrockProtocol:
+class BedrockProtocol(ExchangeProtocol):
     """`name` is the provider prefix (`bedrock/<modelId>`)."""
 
     name: str = "bedrock"
@@ -317,16 +313,12 @@ class BedrockProtocol:
         default_factory=EnvironmentCredentials, init=False, repr=False, compare=False
     )
 
-    def chat(
-        self,
-        client: httpx.Client,
-        deployment: Deployment,
-        body: dict[str, Any],
-        options: CallOptions,
-    ) -> ProviderResult:
+    def chat_exchange(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> Exchange:
         payload = convert.build_converse_body(body, self.name, options.drop_params)
         model_id = deployment.litellm_params.provider_model
-        response = self._post(client, deployment, model_id, "converse", payload, options)
+        response = yield from self._post(deployment, model_id, "converse", payload, options)
         request_id = response.headers.get("x-amzn-requestid") or uuid.uuid4().hex
         return convert.parse_converse_response(
             self.name,
@@ -336,19 +328,15 @@ class BedrockProtocol:
             created=int(time.time()),
         )
 
-    def embed(
-        self,
-        client: httpx.Client,
-        deployment: Deployment,
-        body: dict[str, Any],
-        options: CallOptions,
-    ) -> ProviderResult:
+    def embed_exchange(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> Exchange:
         model_id = deployment.litellm_params.provider_model
         family = embed_family(model_id, self.name)
         payloads, count = embed_payloads(family, body, self.name, options.drop_params)
         replies = []
         for payload in payloads:
-            response = self._post(client, deployment, model_id, "invoke", payload, options)
+            response = yield from self._post(deployment, model_id, "invoke", payload, options)
             replies.append((read_json(self.name, response), _header_tokens(response)))
         return parse_embeddings(self.name, family, replies, model=model_id, expected=count)
 
@@ -365,21 +353,19 @@ class BedrockProtocol:
 
     def _post(
         self,
-        client: httpx.Client,
         deployment: Deployment,
         model_id: str,
         action: str,
         payload: dict[str, Any],
         options: CallOptions,
-    ) -> httpx.Response:
+    ) -> Generator[HttpCall, httpx.Response, httpx.Response]:
         """Sign and send one call; returns the 2xx response."""
         params = deployment.litellm_params
         region = resolve_region(params, os.environ, self.name)
         url = model_url(params.api_base, region, model_id, action)
         content = json.dumps(payload, separators=(",", ":")).encode()
         headers = sign(url, content, self._credentials(params), region)
-        with map_transport_errors(self.name):
-            response = client.post(url, content=content, headers=headers, timeout=options.timeout)
+        response = yield HttpCall(url, headers, content, options.timeout)
         if response.status_code >= 400:
             raise error_from_response(self.name, response)
         return response

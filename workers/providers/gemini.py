@@ -49,6 +49,7 @@ import json
 import struct
 import time
 import uuid
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,7 @@ from models.fleet_config import Deployment
 from workers.providers import errors
 from workers.providers import gemini_convert as convert
 from workers.providers.base import CallOptions, ProviderResult, Usage, openai_usage
+from workers.providers.exchange import Exchange, ExchangeProtocol, HttpCall
 from workers.providers.gemini_convert import SIGNATURE_SEP
 from workers.providers.openai import error_class_for_status, post_json, retry_after
 
@@ -289,56 +291,49 @@ def _retry_delay(details: list[Any]) -> float | None:
 
 
 @dataclass(frozen=True)
-class GeminiProtocol:
+class GeminiProtocol(ExchangeProtocol):
     """`default_base` is used when a deployment has no `api_base`."""
 
     name: str = "gemini"
     default_base: str = DEFAULT_API_BASE
 
-    def chat(
-        self,
-        client: httpx.Client,
-        deployment: Deployment,
-        body: dict[str, Any],
-        options: CallOptions,
-    ) -> ProviderResult:
+    def chat_exchange(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> Exchange:
         payload = convert.chat_body(self.name, body, options.drop_params)
         model = _model(deployment)
-        data = self._post(client, deployment, f"{model}:generateContent", payload, options)
+        data = yield from self._post(deployment, f"{model}:generateContent", payload, options)
         return chat_response(self.name, data, model, int(time.time()))
 
-    def embed(
-        self,
-        client: httpx.Client,
-        deployment: Deployment,
-        body: dict[str, Any],
-        options: CallOptions,
-    ) -> ProviderResult:
+    def embed_exchange(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> Exchange:
         model = _model(deployment)
         plan = convert.plan_embeddings(self.name, model, body, options.drop_params)
         vectors: list[list[float]] = []
         for payload in plan.bodies:
-            data = self._post(client, deployment, f"{model}:{plan.method}", payload, options)
+            data = yield from self._post(deployment, f"{model}:{plan.method}", payload, options)
             expected = len(payload.get("requests", [payload]))
             vectors.extend(embedding_values(self.name, plan.method, data, expected))
         return embeddings_response(model, vectors, plan.encoding_format)
 
     def _post(
         self,
-        client: httpx.Client,
         deployment: Deployment,
         action: str,
         payload: dict[str, Any],
         options: CallOptions,
-    ) -> Any:
+    ) -> Generator[HttpCall, httpx.Response, Any]:
         params = deployment.litellm_params
         base = (params.api_base or self.default_base).rstrip("/")
         headers = {"Content-Type": "application/json"}
         if params.api_key is not None:
             headers["x-goog-api-key"] = params.api_key.get_secret_value()
         url = f"{base}/v1beta/models/{action}"
-        return post_json(
-            client, self.name, url, headers, payload, options.timeout, error_from_response
+        return (
+            yield from post_json(
+                self.name, url, headers, payload, options.timeout, error_from_response
+            )
         )
 
 

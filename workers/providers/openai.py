@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,13 @@ import httpx2 as httpx
 from models.fleet_config import Deployment
 from workers.providers import errors
 from workers.providers.base import CallOptions, ProviderResult, Usage
+from workers.providers.exchange import (
+    Exchange,
+    ExchangeProtocol,
+    HttpCall,
+    json_call,
+    map_transport_errors,
+)
 
 __all__ = [
     "OpenAIProtocol",
@@ -27,9 +34,6 @@ __all__ = [
 ]
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
-#: httpcore's words when a connection closes before any byte of the reply: the mark of
-#: a kept-alive connection the server closed as the request went out (a stale one).
-NO_RESPONSE = "Server disconnected without sending a response."
 
 
 def auth_headers(deployment: Deployment) -> dict[str, str]:
@@ -163,30 +167,6 @@ def retry_after(response: httpx.Response) -> float | None:
     return None
 
 
-@contextlib.contextmanager
-def map_transport_errors(provider: str) -> Iterator[None]:
-    """The transport boundary: httpx exceptions become the project's error tree,
-    chained. Shared by every protocol: the transport is the same for all."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise errors.ProviderTimeoutError(
-            "provider did not answer in time", provider=provider
-        ) from exc
-    except httpx.RemoteProtocolError as exc:
-        if str(exc) != NO_RESPONSE:  # a reply cut short or garbled: the provider's fault
-            raise errors.ProviderConnectionError(
-                f"the provider broke off its reply: {exc}", provider=provider
-            ) from exc
-        raise errors.StaleConnectionError(
-            "the provider closed the connection without answering", provider=provider
-        ) from exc
-    except httpx.TransportError as exc:
-        raise errors.ProviderConnectionError(
-            f"cannot reach provider: {type(exc).__name__}", provider=provider
-        ) from exc
-
-
 def read_json(provider: str, response: httpx.Response) -> Any:
     try:
         return json.loads(response.content)
@@ -197,60 +177,40 @@ def read_json(provider: str, response: httpx.Response) -> Any:
 
 
 def post_json(
-    client: httpx.Client,
     provider: str,
     url: str,
     headers: dict[str, str],
     payload: dict[str, Any],
     timeout: float,
     map_error: Callable[[str, httpx.Response], errors.ProviderError] | None = None,
-) -> Any:
-    """POST JSON and read a JSON reply, every error mapped to the tree: the transport
-    here, a non-2xx reply by the protocol's `map_error` (OpenAI's by default)."""
-    with map_transport_errors(provider):
-        response = client.post(url, headers=headers, json=payload, timeout=timeout)
+) -> Generator[HttpCall, httpx.Response, Any]:
+    """POST JSON and read a JSON reply (`yield from` it in an exchange); a non-2xx reply
+    is mapped by the protocol's `map_error` (OpenAI's by default)."""
+    response = yield json_call(url, headers, payload, timeout)
     if response.status_code >= 400:
         raise (map_error or error_from_response)(provider, response)
     return read_json(provider, response)
 
 
 @dataclass(frozen=True)
-class OpenAIProtocol:
+class OpenAIProtocol(ExchangeProtocol):
     """`name` is the provider prefix; `default_base` is used when a deployment has no
     `api_base` (None means one is required)."""
 
     name: str
     default_base: str | None = DEFAULT_API_BASE
 
-    def chat(
-        self,
-        client: httpx.Client,
-        deployment: Deployment,
-        body: dict[str, Any],
-        options: CallOptions,
-    ) -> ProviderResult:
+    def chat_exchange(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> Exchange:
         url, headers, payload = build_chat_request(deployment, body, self.default_base)
-        return parse_chat_response(self.name, self._post(client, url, headers, payload, options))
+        data = yield from post_json(self.name, url, headers, payload, options.timeout)
+        return parse_chat_response(self.name, data)
 
-    def embed(
-        self,
-        client: httpx.Client,
-        deployment: Deployment,
-        body: dict[str, Any],
-        options: CallOptions,
-    ) -> ProviderResult:
+    def embed_exchange(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> Exchange:
         url, headers, payload = build_chat_request(deployment, body, self.default_base)
         url = url.removesuffix("/chat/completions") + "/embeddings"
-        return parse_embeddings_response(
-            self.name, self._post(client, url, headers, payload, options)
-        )
-
-    def _post(
-        self,
-        client: httpx.Client,
-        url: str,
-        headers: dict[str, str],
-        payload: dict[str, Any],
-        options: CallOptions,
-    ) -> Any:
-        return post_json(client, self.name, url, headers, payload, options.timeout)
+        data = yield from post_json(self.name, url, headers, payload, options.timeout)
+        return parse_embeddings_response(self.name, data)
