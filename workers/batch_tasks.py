@@ -9,7 +9,7 @@ from models.contract import BATCH_TICK_TASK, EXECUTE_LINES_TASK, EXECUTE_TASK, Q
 from models.redis_keys import BATCH_TICK_LOCK, BATCH_TICK_LOCK_TTL_MS
 from models.storage import LocalFileStorage
 from workers import batches
-from workers.celery_app import app, publish_webhook
+from workers.celery_app import SWEEP_INTERVAL_SECONDS, app, publish_webhook
 from workers.fleet_lock import fleet_lock
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,10 @@ def batch_tick() -> int:
         )
         depth = _queue_depth()
         if depth == 0:
-            batches.redispatch_lost(ctx.sessions, ctx.settings.visibility_timeout)
+            # Past a visibility timeout and two sweeps: a message Redis lost with its
+            # data has been published again by the sweeper by then (workers.recovery).
+            after = ctx.settings.visibility_timeout + 2 * SWEEP_INTERVAL_SECONDS
+            batches.redispatch_lost(ctx.sessions, after)
         # The queue holds messages of up to `per_message` lines: count them as full.
         room = ctx.settings.batch_queue_target - depth * per_message
         published = batches.dispatch(ctx.sessions, room, _publish, per_message)

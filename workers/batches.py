@@ -107,12 +107,13 @@ def _publish_lines(
 
 
 def redispatch_lost(sessions: sessionmaker[Session], older_than_s: float) -> int:
-    """Lines published more than `older_than_s` ago (the visibility timeout, after which
-    Redis hands an unacknowledged message out again) that are still `queued`, not
-    waiting for capacity, while the batch queue is empty (the caller checks): their
-    message is gone (a task acknowledged it without claiming them), and nothing else
-    would send them. They go back to dispatch. Should the message still be held by a
-    worker, the second one is turned away by the claim."""
+    """Lines published more than `older_than_s` ago (past the visibility timeout, after
+    which Redis hands an unacknowledged message out again, and the sweeps that publish
+    again what Redis lost with its data) that are still `queued`, not waiting for
+    capacity, while the batch queue is empty (the caller checks): their message is gone
+    (a task acknowledged it without claiming them), and nothing else would send them.
+    They go back to dispatch. Should the message still be held by a worker, the second
+    one is turned away by the claim."""
     before = utcnow() - dt.timedelta(seconds=older_than_s)
     lost = and_(
         Job.status == JobStatus.QUEUED,
