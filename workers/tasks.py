@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 from celery import Task
 from celery.exceptions import Reject
@@ -55,7 +56,7 @@ def execute_many(self: Task, job_ids: list[str]) -> None:
         _again_later(self)
 
 
-def _again_later(task: Task) -> None:
+def _again_later(task: Task) -> NoReturn:
     """Send this task again after a backoff, and let the message in hand go. If the
     broker cannot take the new message either, the one in hand is handed back to it
     instead (rejected with requeue): Celery would acknowledge it, and with it the jobs
