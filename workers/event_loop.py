@@ -3,13 +3,13 @@ every provider call of the process runs as a coroutine, through its `httpx.Async
 
 A call waiting on its provider holds a coroutine (a few KB), not a thread: a process
 holds thousands. Tasks hand a claim's calls over with `submit` (a
-`concurrent.futures.Future` to wait on or to gather with others) or `run` (wait for
-it). The Redis scripts a call needs (the router's pick and report, the cache's) are
-still run in place on the loop, with the process's blocking Redis client: one round
-trip each, during which the loop waits (ARCHITECTURE.md, "The worker loop").
+`concurrent.futures.Future` to wait on or to gather with others). The Redis scripts a
+call needs (the router's pick and report, the cache's) are still run in place on the
+loop, with the process's blocking Redis client: one round trip each, during which the
+loop waits (ARCHITECTURE.md, "The worker loop").
 
 The clients are shards of one pool: httpcore's pool looks at every connection it holds
-each time a request starts and ends, so one pool of 1,000 connections spends most of
+each time a request starts and ends, so one pool of 1,000 connections spends much of
 the loop's time there (40% of its samples at 1,000 calls in flight). Each call takes
 the next shard in turn, `SHARD_CONNECTIONS` calls' worth each (docs/BENCHMARKS.md)."""
 
@@ -58,10 +58,6 @@ class EventLoop:
     def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         """Run `coro` on the loop; cancelling the future cancels it there."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run `coro` on the loop and wait for what it returns (or raises)."""
-        return self.submit(coro).result()
 
     def close(self) -> None:
         if not self._thread.is_alive():
