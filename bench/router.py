@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from models.fleet_config import parse_fleet_config
+from workers.calls import drive
 from workers.router import Admitted, Request, Router
 
 STRATEGIES = (
@@ -67,9 +68,9 @@ def run(client: redis.Redis, strategy: str, decisions: int, deployments: int) ->
     started = time.perf_counter()
     for _ in range(decisions):
         t0 = time.perf_counter()
-        admitted = router.choose(request, set())
+        admitted = drive(router.choose(request, set()))
         assert isinstance(admitted, Admitted)
-        router.report_success(admitted, 0.5, 20, 70)
+        drive(router.report_success(admitted, 0.5, 20, 70))
         latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - started
     scripts_after, commands_after = command_calls(client)

@@ -220,11 +220,12 @@ class WorkerSettings(CommonSettings):
     concurrency: int = Field(default=200, validation_alias="LLMFLEET_WORKER_CONCURRENCY")
     pool: str = Field(default="threads", validation_alias="LLMFLEET_WORKER_POOL")
     loop: bool = Field(
-        default=False,
+        default=True,
         validation_alias="LLMFLEET_WORKER_LOOP",
-        description="Run every provider call of the process on one asyncio event loop "
-        'instead of holding a thread per call (ARCHITECTURE.md, "The worker loop"). Off '
-        "by default until it costs less than threads (docs/BENCHMARKS.md).",
+        description="Run every job's calls as coroutines on one asyncio event loop per "
+        "process, each job handed over once claimed (its message acknowledged) and its "
+        'end stored by one writer (ARCHITECTURE.md, "The worker loop"); 0 holds a thread '
+        "per job and call instead, as earlier releases did.",
     )
     job_timeout: float = Field(
         default=1800.0,

@@ -3,10 +3,10 @@ every provider call of the process runs as a coroutine, through its `httpx.Async
 
 A call waiting on its provider holds a coroutine (a few KB), not a thread: a process
 holds thousands. Tasks hand a claim's calls over with `submit` (a
-`concurrent.futures.Future` to wait on or to gather with others). The Redis scripts a
-call needs (the router's pick and report, the cache's) are still run in place on the
-loop, with the process's blocking Redis client: one round trip each, during which the
-loop waits (ARCHITECTURE.md, "The worker loop").
+`concurrent.futures.Future` to wait on or to gather with others). The router's scripts
+(pick and report) are awaited through a `redis.asyncio` client of the loop's own; the
+response cache's, rarer, still run in place with the process's blocking client
+(ARCHITECTURE.md, "The worker loop").
 
 The clients are shards of one pool: httpcore's pool looks at every connection it holds
 each time a request starts and ends, so one pool of 1,000 connections spends much of
@@ -24,6 +24,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import httpx2 as httpx
+import redis.asyncio as aioredis
 
 __all__ = ["EventLoop", "client_shards"]
 
@@ -43,9 +44,16 @@ def client_shards(make: Callable[[int], httpx.AsyncClient], calls: int) -> list[
 
 
 class EventLoop:
-    def __init__(self, clients: list[httpx.AsyncClient], name: str = "llmfleet-loop") -> None:
+    def __init__(
+        self,
+        clients: list[httpx.AsyncClient],
+        redis: aioredis.Redis | None = None,
+        name: str = "llmfleet-loop",
+    ) -> None:
         #: The provider calls' clients (`client()`); used on the loop only.
         self._clients = clients
+        #: The router's Redis client, closed with the loop.
+        self._redis = redis
         self._turn = itertools.cycle(clients)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
@@ -71,3 +79,5 @@ class EventLoop:
     async def _close_clients(self) -> None:
         for client in self._clients:
             await client.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()

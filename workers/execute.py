@@ -1,16 +1,21 @@
 """Run one job: claim it, let a JobRun make its calls (on the worker's threads or its
 event loop: workers.calls), store the outcome or put the job to wait for capacity.
-Plain functions with no Celery import; `workers.tasks` wraps them thinly."""
+On threads a task runs its jobs to their end; on the loop it claims them as there is
+room, hands them over and returns, and the writer stores their ends
+(ARCHITECTURE.md, "The worker loop"). Plain functions with no Celery import;
+`workers.tasks` wraps them thinly."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import TypeVar
 
 from models.logging_setup import bind_log_context
 from models.tables import JobStatus, utcnow
 from workers import crashes, jobstore, metrics
+from workers.admission import Slots
 from workers.prefetch import Taken
 from workers.resources import WorkerContext
 from workers.run_store import Ran, job_log, store
@@ -20,6 +25,8 @@ __all__ = ["execute_job", "execute_lines"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: While a message still has lines to claim, how often it looks for a free slot.
 SLOT_WAIT_S = 0.05
 #: How long a line that has ended waits for others of its message to store with them.
@@ -27,22 +34,121 @@ GATHER_S = 0.02
 
 
 def execute_job(
+    ctx: WorkerContext,
+    job_id: str,
+    publish_webhook: Callable[[str], None],
+    queue: str | None = None,
+) -> Future[JobStatus | None]:
+    """Run one job delivered from `queue`. The future holds the status stored (QUEUED
+    when the job now waits), or None when this delivery had nothing to do.
+    `publish_webhook` sends the webhook task of a delivery recorded with the job's end.
+
+    With calls on threads the job runs to its end here. On the event loop, the job is
+    claimed once its lane has room (workers.admission) and handed over when this
+    returns, so its message may go: the writer stores its end (workers.writer)."""
+    if ctx.writer is None:
+        return _done(_execute_here(ctx, job_id, publish_webhook))
+    lane = ctx.admission.lane(queue)
+    lane.take_one()
+    try:
+        claimed = _claim_one(ctx, job_id)
+    except BaseException:
+        lane.give()
+        raise
+    if claimed is None:
+        lane.give()
+        return _done(None)
+    return _hand_over(ctx, claimed, publish_webhook, lane.give)
+
+
+def _execute_here(
     ctx: WorkerContext, job_id: str, publish_webhook: Callable[[str], None]
 ) -> JobStatus | None:
-    """Returns the status stored (QUEUED when the job now waits), or None when this
-    delivery had nothing to do. `publish_webhook` sends the webhook task of a delivery
-    recorded with the job's end."""
-    claimed = jobstore.claim(ctx.sessions, job_id, lease_seconds=ctx.settings.lease_seconds)
+    claimed = _claim_one(ctx, job_id)
     if claimed is None:
-        log.info("job %s: not claimable (done, running elsewhere or cancelled)", job_id)
         return None
-    bind_log_context(attempt=claimed.attempt, batch_id=claimed.batch_id)
     with ctx.leases.holding(claimed.job_id, claimed.attempt):
         ran = _start(ctx, claimed).result()
         return store(ctx, [ran], publish_webhook)[0]
 
 
+def _claim_one(ctx: WorkerContext, job_id: str) -> jobstore.Claim | None:
+    claimed = jobstore.claim(ctx.sessions, job_id, lease_seconds=ctx.settings.lease_seconds)
+    if claimed is None:
+        log.info("job %s: not claimable (done, running elsewhere or cancelled)", job_id)
+        return None
+    bind_log_context(attempt=claimed.attempt, batch_id=claimed.batch_id)
+    return claimed
+
+
+def _hand_over(
+    ctx: WorkerContext,
+    claimed: jobstore.Claim,
+    publish_webhook: Callable[[str], None],
+    after: Callable[[], None],
+) -> Future[JobStatus | None]:
+    """Start a claimed job's run on the loop, under its lease, for the writer to store;
+    `after` runs once it is stored (or could not start)."""
+    assert ctx.writer is not None
+    lease = ctx.leases.hold(claimed.job_id, claimed.attempt)
+    try:
+        ran = _start(ctx, claimed)
+    except BaseException:
+        ctx.leases.release(lease)
+        after()
+        raise
+    return ctx.writer.hand(claimed, ran, lease, publish_webhook, after)
+
+
 def execute_lines(
+    ctx: WorkerContext,
+    job_ids: Sequence[str],
+    publish_webhook: Callable[[str], None],
+    taken: Taken | None = None,
+) -> None:
+    """Run several jobs (a batch's lines) from one message: side by side on the line
+    pool's threads (`_lines_here`), or handed over to the loop in the general lane as
+    it has room (`_hand_over_lines`). `taken` holds the prefetch slots the worker took
+    for the message's lines (workers.prefetch): each goes back as its line ends."""
+    if ctx.writer is None:
+        _lines_here(ctx, job_ids, publish_webhook, taken)
+    else:
+        _hand_over_lines(ctx, job_ids, publish_webhook, taken)
+
+
+def _hand_over_lines(
+    ctx: WorkerContext,
+    job_ids: Sequence[str],
+    publish_webhook: Callable[[str], None],
+    taken: Taken | None,
+) -> None:
+    """Claim the lines as the general lane has room, a wave per UPDATE, and hand each
+    over; returns once every line is handed over or turned away."""
+    lane = ctx.admission.general
+    waiting = list(dict.fromkeys(job_ids))
+
+    def line_done() -> None:
+        lane.give()
+        if taken is not None:
+            taken.give()
+
+    try:
+        while waiting:
+            room = lane.take(len(waiting), timeout=SLOT_WAIT_S)
+            wave, waiting = waiting[:room], waiting[room:]
+            claims = _claim(ctx, wave, taken, lane)
+            for i, claimed in enumerate(claims):
+                try:
+                    _hand_over(ctx, claimed, publish_webhook, line_done)
+                except BaseException:
+                    lane.give(len(claims) - i - 1)  # the wave's lines not handed over
+                    raise
+    finally:
+        if taken is not None and waiting:
+            taken.give(len(waiting))
+
+
+def _lines_here(
     ctx: WorkerContext,
     job_ids: Sequence[str],
     publish_webhook: Callable[[str], None],
@@ -65,7 +171,7 @@ def execute_lines(
             if waiting:
                 room = ctx.lines.take(len(waiting), timeout=0 if pending else SLOT_WAIT_S)
                 wave, waiting = waiting[:room], waiting[room:]
-                for claimed in _claim(ctx, wave, taken):
+                for claimed in _claim(ctx, wave, taken, ctx.lines):
                     leases[claimed.job_id] = ctx.leases.hold(claimed.job_id, claimed.attempt)
                     future = _start_line(ctx, claimed)
                     future.add_done_callback(lambda _: ctx.lines.give(1))  # its slot
@@ -93,7 +199,9 @@ def execute_lines(
     return statuses
 
 
-def _claim(ctx: WorkerContext, wave: list[str], taken: Taken | None) -> list[jobstore.Claim]:
+def _claim(
+    ctx: WorkerContext, wave: list[str], taken: Taken | None, slots: Slots
+) -> list[jobstore.Claim]:
     """Claim a wave of lines with the slots reserved for it; the slots (and prefetch
     slots) of the lines not claimable (done, cancelled, running elsewhere) go back at
     once."""
@@ -102,12 +210,12 @@ def _claim(ctx: WorkerContext, wave: list[str], taken: Taken | None) -> list[job
     try:
         claims = jobstore.claim_many(ctx.sessions, wave, lease_seconds=ctx.settings.lease_seconds)
     except BaseException:
-        ctx.lines.give(len(wave))
+        slots.give(len(wave))
         raise
     unclaimed = len(wave) - len(claims)
     if unclaimed:
         log.info("%d of %d line(s) not claimable", unclaimed, len(wave))
-        ctx.lines.give(unclaimed)
+        slots.give(unclaimed)
         if taken is not None:
             taken.give(unclaimed)
     return claims
@@ -131,18 +239,9 @@ def _store_lines(
 
 
 def _start_line(ctx: WorkerContext, claimed: jobstore.Claim) -> Future[Ran]:
-    """`_start` beside this thread: the whole run on a line-pool thread when runs hold
-    their thread (a pre-call hook or a cache wait may take its time), else the checks
-    here and the calls on the loop. An outage of the database or Redis is kept in the
-    future."""
-    if ctx.calls.blocking:
-        return ctx.lines.submit(_run_here, ctx, claimed)
-    try:
-        return _start(ctx, claimed)
-    except crashes.TRANSIENT as exc:
-        failed: Future[Ran] = Future()
-        failed.set_exception(exc)
-        return failed
+    """The whole run on a line-pool thread: its calls hold the thread, and a pre-call
+    hook or a cache wait may take its time."""
+    return ctx.lines.submit(_run_here, ctx, claimed)
 
 
 def _run_here(ctx: WorkerContext, claimed: jobstore.Claim) -> Ran:
@@ -189,9 +288,9 @@ async def _calls(ctx: WorkerContext, run: JobRun) -> Ran:
         return Ran(claimed, result, run.records)
 
 
-def _done(ran: Ran) -> Future[Ran]:
-    future: Future[Ran] = Future()
-    future.set_result(ran)
+def _done(value: T) -> Future[T]:
+    future: Future[T] = Future()
+    future.set_result(value)
     return future
 
 

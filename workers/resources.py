@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import httpx2 as httpx
 import redis
+import redis.asyncio as aioredis
 from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +18,7 @@ from models.db import make_engine, make_sessionmaker
 from models.fleet_config import ConfigError, FleetConfig, load_fleet_config
 from models.settings import WorkerSettings
 from workers.accounting.billing import PayerCache
+from workers.admission import Admission
 from workers.calls import Calls, LoopCalls, ThreadCalls
 from workers.delayed import DelayedJobs
 from workers.event_loop import EventLoop, client_shards
@@ -26,12 +28,17 @@ from workers.leases import Leases
 from workers.line_pool import LinePool
 from workers.providers import check_providers
 from workers.router import Router
+from workers.writer import EndWriter
 
 __all__ = ["WorkerContext", "build_context", "load_checked_config"]
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_EXPIRY_S = 3.0
+#: How long a worker shutting down waits for the runs in flight on its loop.
+DRAIN_TIMEOUT_S = 60.0
+#: Connections of the loop's Redis client (the router's scripts), shared by its calls.
+LOOP_REDIS_CONNECTIONS = 32
 
 
 def _no_post_call_publisher(job_id: str, claim: int) -> None:
@@ -56,6 +63,9 @@ class WorkerContext:
     payers: PayerCache
     #: The slots (and, with threads, the threads) of several-line messages' lines.
     lines: LinePool
+    #: On the loop: the lanes' slots, and the thread that stores what runs came to.
+    admission: Admission
+    writer: EndWriter | None = None
     #: The broker's Redis when it is not `redis` (its epoch marker is checked too).
     broker_redis: Redis | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -69,6 +79,11 @@ class WorkerContext:
         return [self.redis] + ([self.broker_redis] if self.broker_redis is not None else [])
 
     def close(self) -> None:
+        if self.writer is not None:
+            # The runs handed over to the loop end and are stored (a warm shutdown)
+            if not self.writer.drain(DRAIN_TIMEOUT_S):
+                log.warning("shutting down with runs in flight: their leases will lapse")
+            self.writer.close()
         self.leases.stop()
         self.calls.close()
         self.lines.shutdown()
@@ -114,13 +129,6 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
 
     # Provider calls: a several-line message's lines (-c) and the tasks' jobs (-c).
     lines = LinePool(settings.concurrency)
-    calls: Calls
-    if settings.loop:
-        calls = LoopCalls(EventLoop(client_shards(async_client, 2 * settings.concurrency)))
-    else:
-        calls = ThreadCalls(HttpShards(http_client, 2 * settings.concurrency))
-    http = http_client(32)  # webhooks and Lago
-    log.info("provider calls run on %s", "the event loop" if settings.loop else "threads")
     client = redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=10,
@@ -132,8 +140,27 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
     if broker.startswith(("redis://", "rediss://")) and broker != settings.redis_url:
         broker_redis = redis.Redis.from_url(broker, socket_timeout=10, max_connections=4)
     rng = random.Random()
+    calls: Calls
+    if settings.loop:
+        # The router's scripts are awaited on the loop, through a client of its own.
+        loop_redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=LOOP_REDIS_CONNECTIONS,
+                timeout=10,
+                socket_timeout=10,
+            )
+        )
+        shards = client_shards(async_client, 2 * settings.concurrency)
+        calls = LoopCalls(EventLoop(shards, loop_redis))
+        router = Router(config, loop_redis, rng)
+    else:
+        calls = ThreadCalls(HttpShards(http_client, 2 * settings.concurrency))
+        router = Router(config, client, rng)
+    http = http_client(32)  # webhooks and Lago
+    log.info("provider calls run on %s", "the event loop" if settings.loop else "threads")
     sessions = make_sessionmaker(engine)
-    return WorkerContext(
+    ctx = WorkerContext(
         settings=settings,
         config=config,
         engine=engine,
@@ -141,12 +168,23 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
         redis=client,
         http=http,
         calls=calls,
-        router=Router(config, client, rng),
+        router=router,
         delayed=DelayedJobs(client),
         leases=Leases(sessions, settings.lease_seconds, settings.job_timeout),
         payers=PayerCache(sessions),
         lines=lines,
+        admission=Admission(settings.concurrency),
         broker_redis=broker_redis,
         rng=rng,
         hooks=hooks,
     )
+    if settings.loop:
+        ctx.writer = writer_for(ctx)
+    return ctx
+
+
+def writer_for(ctx: WorkerContext) -> EndWriter:
+    """The writer of a context whose calls run on the loop."""
+    from workers.run_store import store  # run_store needs this module's WorkerContext
+
+    return EndWriter(lambda runs, publish: store(ctx, runs, publish), ctx.leases)

@@ -81,14 +81,17 @@ def store(
 def _store_once(
     ctx: WorkerContext, runs: Sequence[Ran], publish_webhook: Callable[[str], None]
 ) -> list[JobStatus | None]:
-    """The ends in one transaction, each wait on its own."""
+    """The ends in one transaction, each wait on its own; the statuses in `runs`' order."""
     ended = [r for r in runs if not isinstance(r.result, Deferral)]
-    statuses = _finish(ctx, ended, publish_webhook) if ended else []
+    finished = iter(_finish(ctx, ended, publish_webhook) if ended else [])
+    statuses = []
     for ran in runs:
         if isinstance(ran.result, Deferral):
             with job_log(ran.claimed):
                 deferred = _defer(ctx, ran.claimed, ran.result, ran.records, publish_webhook)
             statuses.append(deferred)
+        else:
+            statuses.append(next(finished))
     return statuses
 
 

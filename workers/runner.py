@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
@@ -192,12 +192,12 @@ class JobRun:
                 return Outcome(JobStatus.CANCELLED)
             refused_here = error is not None and failure_kind(error) is FailureKind.DEPLOYMENT
             if refused_here and self._all_tried(group):  # each deployment refused it
-                return self._exhausted(group, error, rate_limited)
-            choice = self.ctx.router.choose(self._request(group), self.tried)
+                return await self._exhausted(group, error, rate_limited)
+            choice = await self.ctx.router.choose(self._request(group), self.tried)
             if isinstance(choice, Saturated):
                 if await self._wait_inline(choice.wait_ms / 1000):
                     continue
-                return self._saturated(group, choice, error, rate_limited)
+                return await self._saturated(group, choice, error, rate_limited)
             result = await self._call(group, choice)
             if isinstance(result, Outcome):
                 return result
@@ -210,15 +210,15 @@ class JobRun:
             if kind is FailureKind.CAPACITY:
                 rate_limited += 1
                 if rate_limited > self._retries(error):
-                    return self._exhausted(group, error, rate_limited)
+                    return await self._exhausted(group, error, rate_limited)
             elif kind is FailureKind.TRANSIENT:
                 transient += 1
                 long_wait = (error.retry_after or 0) > INLINE_WAIT_S  # "come back later"
                 if transient > self._retries(error) or long_wait:
-                    return self._exhausted(group, error, rate_limited + int(long_wait))
+                    return await self._exhausted(group, error, rate_limited + int(long_wait))
                 await self._backoff(transient, error.retry_after)
 
-    def _saturated(
+    async def _saturated(
         self, group: str, choice: Saturated, error: ProviderError | None, rate_limited: int
     ) -> Exhausted:
         """No deployment can take a call now. A limit (rpm, tpm, parallel calls) or
@@ -228,13 +228,17 @@ class JobRun:
             return Exhausted(FallbackList.GENERAL, self._limit_wait(group, choice))
         if failure_kind(error) is FailureKind.CAPACITY:
             return Exhausted(FallbackList.GENERAL, self._limit_wait(group, choice))
-        return self._exhausted(group, error, rate_limited)
+        return await self._exhausted(group, error, rate_limited)
 
-    def _exhausted(self, group: str, error: ProviderError | None, rate_limited: int) -> Exhausted:
+    async def _exhausted(
+        self, group: str, error: ProviderError | None, rate_limited: int
+    ) -> Exhausted:
         """The group failed this claim. If it is short of capacity too (a 429 now or
         within THROTTLED_RECENTLY_MS), a deployment may still serve it: wait for that;
         otherwise go on to the fallbacks, and the last error if they fail too."""
-        throttled = rate_limited > 0 or self.ctx.router.throttled_recently(group, self.claim.tags)
+        throttled = rate_limited > 0 or await self.ctx.router.throttled_recently(
+            group, self.claim.tags
+        )
         if not throttled or error is None:
             return Exhausted(FallbackList.GENERAL)
         return Exhausted(FallbackList.GENERAL, self._capacity_wait(group, error))
@@ -274,19 +278,17 @@ class JobRun:
             )
         except ProviderError as exc:
             latency = time.monotonic() - t0
-            self._report(self.ctx.router.report_failure, admitted, exc)
+            await self._report(self.ctx.router.report_failure(admitted, exc))
             self._record(group, deployment.id, started, latency, exc)
             self.last_error = exc
             log.info("job %s: %s failed: %s", self.claim.job_id, deployment.id, type(exc).__name__)
             return exc
         latency = time.monotonic() - t0
         usage = result.usage
-        self._report(
-            self.ctx.router.report_success,
-            admitted,
-            latency,
-            usage.completion_tokens,
-            usage.total_tokens,
+        await self._report(
+            self.ctx.router.report_success(
+                admitted, latency, usage.completion_tokens, usage.total_tokens
+            )
         )
         self._record(group, deployment.id, started, latency, None)
         success = Outcome(
@@ -316,11 +318,11 @@ class JobRun:
         candidates = self.ctx.router.candidates(group, self.claim.tags)
         return all(d.id in self.tried for d in candidates)
 
-    def _report(self, report: Callable[..., object], *args: Any) -> None:
+    async def _report(self, report: Coroutine[Any, Any, object]) -> None:
         """Tell the router how a call ended. Its state is soft (a lease it does not hear
         about lapses by itself): Redis being away must not cost the answer in hand."""
         try:
-            report(*args)
+            await report
         except redis.RedisError as exc:
             log.warning(
                 "job %s: call not reported to the router: %s", self.claim.job_id, type(exc).__name__

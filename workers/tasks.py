@@ -33,7 +33,7 @@ def execute(self: Task, job_id: str) -> None:
     # every line of this job carries its ids; the claim's lease is renewed while it runs
     with log_context(job_id=job_id):
         try:
-            execute_job(ctx, job_id, publish_webhook)
+            execute_job(ctx, job_id, publish_webhook, _queue(self))
         except TRANSIENT as exc:
             # Acknowledging this message would lose a job that was not claimed yet: send
             # it again later. A job claimed already stays claimed, and this second
@@ -54,6 +54,13 @@ def execute_many(self: Task, job_ids: list[str]) -> None:
         # are turned away by the second one and handed on by the sweeper after their lease.
         log.warning("%d line(s): %s; trying again later", len(job_ids), type(exc).__name__)
         _again_later(self)
+
+
+def _queue(task: Task) -> str | None:
+    """The queue this message was delivered from (its lane, workers.admission)."""
+    info = task.request.delivery_info or {}
+    queue = info.get("routing_key")
+    return queue if isinstance(queue, str) else None
 
 
 def _again_later(task: Task) -> NoReturn:

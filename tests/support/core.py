@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx2 as httpx
 import redis
+import redis.asyncio as aioredis
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +26,7 @@ from models.tables import Job, JobAttempt, JobStatus, utcnow
 from tests.support.brokers import REDIS_BASE
 from workers import execute
 from workers.accounting.billing import PayerCache
+from workers.admission import Admission
 from workers.calls import Calls, LoopCalls, ThreadCalls
 from workers.delayed import DelayedJobs
 from workers.event_loop import EventLoop
@@ -32,7 +34,7 @@ from workers.hooks import Hooks
 from workers.http_shards import HttpShards
 from workers.leases import Leases
 from workers.line_pool import LinePool
-from workers.resources import WorkerContext
+from workers.resources import WorkerContext, writer_for
 from workers.router import Router
 
 __all__ = [
@@ -143,7 +145,7 @@ class Core:
         )
         with self.sessions.begin() as session:
             session.add(row)
-        execute.execute_job(self.ctx, job_id, lambda _delivery: None)
+        execute.execute_job(self.ctx, job_id, lambda _delivery: None).result(timeout=120)
         with self.sessions() as session:
             stored = session.get(Job, job_id)
             assert stored is not None
@@ -181,11 +183,14 @@ def core_factory(
         rng = random.Random(7)
         transport = httpx.MockTransport(provider)
         lines = LinePool(2)
-        calls: Calls = (
-            LoopCalls(EventLoop([httpx.AsyncClient(transport=transport)]))
-            if loop
-            else ThreadCalls(HttpShards(lambda _n: httpx.Client(transport=transport), 1))
-        )
+        calls: Calls
+        if loop:
+            loop_redis = aioredis.Redis.from_url(f"{REDIS_BASE}/{STATE_DB}")
+            calls = LoopCalls(EventLoop([httpx.AsyncClient(transport=transport)], loop_redis))
+            router = Router(config, loop_redis, rng)
+        else:
+            calls = ThreadCalls(HttpShards(lambda _n: httpx.Client(transport=transport), 1))
+            router = Router(config, state, rng)
         ctx = WorkerContext(
             settings=settings,
             config=config,
@@ -194,14 +199,17 @@ def core_factory(
             redis=state,
             http=httpx.Client(transport=transport),
             calls=calls,
-            router=Router(config, state, rng),
+            router=router,
             delayed=DelayedJobs(state),
             leases=Leases(sessions, 60, 600),
             payers=PayerCache(sessions),
             lines=lines,
+            admission=Admission(2),
             rng=rng,
             hooks=Hooks(),
         )
+        if loop:
+            ctx.writer = writer_for(ctx)
         built.append(ctx)
         return Core(ctx, sessions, provider)
 
@@ -209,6 +217,8 @@ def core_factory(
         yield make
     finally:
         for ctx in built:
+            if ctx.writer is not None:
+                ctx.writer.close()
             ctx.leases.stop()
             ctx.calls.close()
             ctx.lines.shutdown()

@@ -3,6 +3,7 @@ leases and the adaptive limit — each decision one Lua call."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import Counter
@@ -11,9 +12,11 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from models.fleet_config import FleetConfig, parse_fleet_config
 from tests.conftest import REDIS_BASE
+from workers.calls import drive
 from workers.providers import errors
 from workers.router import Admitted, Request, Router, Saturated
 
@@ -45,7 +48,7 @@ def request(group: str = "g", tags: tuple[str, ...] = ()) -> Request:
 
 
 def admit(router: Router, avoid: set[str] | None = None) -> Admitted:
-    choice = router.choose(request(), avoid or set())
+    choice = drive(router.choose(request(), avoid or set()))
     assert isinstance(choice, Admitted), choice
     return choice
 
@@ -60,7 +63,7 @@ def test_weighted_shuffle_splits_2000_picks_by_weight(client: redis.Redis) -> No
     for _ in range(2000):
         admitted = admit(router)
         picks[admitted.deployment.id] += 1
-        router.report_success(admitted, latency_s=0.1, completion_tokens=5, total_tokens=10)
+        drive(router.report_success(admitted, latency_s=0.1, completion_tokens=5, total_tokens=10))
     shares = {k: 100 * v / 2000 for k, v in picks.items()}
     assert abs(shares["a"] - 10) <= 5 and abs(shares["b"] - 30) <= 5
     assert abs(shares["c"] - 60) <= 5
@@ -69,8 +72,8 @@ def test_weighted_shuffle_splits_2000_picks_by_weight(client: redis.Redis) -> No
 def test_rpm_is_exact_at_the_limit(client: redis.Redis) -> None:
     router = Router(config({"a": {"rpm": 5}}), client, random.Random(1))
     for _ in range(5):
-        router.report_success(admit(router), 0.1, 1, 1)
-    sixth = router.choose(request(), set())
+        drive(router.report_success(admit(router), 0.1, 1, 1))
+    sixth = drive(router.choose(request(), set()))
     assert isinstance(sixth, Saturated)
     assert sixth.reasons == {"a": "rpm"}
     # The window slides: the first call leaves it 60 s (+ a 1 s guard) after it started.
@@ -80,8 +83,8 @@ def test_rpm_is_exact_at_the_limit(client: redis.Redis) -> None:
 def test_max_parallel_counts_live_leases_and_releases_them(client: redis.Redis) -> None:
     router = Router(config({"a": {"max_parallel_requests": 2}}), client, random.Random(1))
     first, second = admit(router), admit(router)
-    assert isinstance(router.choose(request(), set()), Saturated)
-    router.report_success(first, 0.1, 1, 1)
+    assert isinstance(drive(router.choose(request(), set())), Saturated)
+    drive(router.report_success(first, 0.1, 1, 1))
     third = admit(router)
     assert third.deployment.id == "a"
     assert second.lease_token != third.lease_token
@@ -89,12 +92,12 @@ def test_max_parallel_counts_live_leases_and_releases_them(client: redis.Redis) 
 
 def test_leases_of_dead_workers_expire(client: redis.Redis) -> None:
     router = Router(config({"a": {"max_parallel_requests": 1}}), client, random.Random(1))
-    lease = router.choose(Request("g", (), 1, timeout_s=0.001), set())
+    lease = drive(router.choose(Request("g", (), 1, timeout_s=0.001), set()))
     assert isinstance(lease, Admitted)
     # The worker dies without reporting; its lease lasts the call timeout plus a margin.
     key = "llmfleet:dep:{a}:inflight"
     client.zadd(key, {lease.lease_token: int(time.time() * 1000) - 1})
-    assert isinstance(router.choose(request(), set()), Admitted)
+    assert isinstance(drive(router.choose(request(), set())), Admitted)
 
 
 def test_cooldown_after_allowed_fails_is_seen_by_every_router(client: redis.Redis) -> None:
@@ -102,9 +105,9 @@ def test_cooldown_after_allowed_fails_is_seen_by_every_router(client: redis.Redi
     one, other = Router(cfg, client, random.Random(1)), Router(cfg, client, random.Random(2))
     boom = errors.UnavailableError("boom", provider="openai")
     for _ in range(2):
-        admitted = one.choose(request(), {"b"})
+        admitted = drive(one.choose(request(), {"b"}))
         assert isinstance(admitted, Admitted) and admitted.deployment.id == "a"
-        cooled = one.report_failure(admitted, boom)
+        cooled = drive(one.report_failure(admitted, boom))
     assert cooled
     # Another worker's router never picks `a` while it cools down.
     assert {admit(other).deployment.id for _ in range(50)} == {"b"}
@@ -125,8 +128,8 @@ def test_what_cools_a_deployment_at_once(
     client: redis.Redis, error: errors.ProviderError, cools: bool
 ) -> None:
     router = Router(config({"a": {}}, cooldown_time=30), client, random.Random(1))
-    assert router.report_failure(admit(router), error) is cools
-    choice = router.choose(request(), set())
+    assert drive(router.report_failure(admit(router), error)) is cools
+    choice = drive(router.choose(request(), set()))
     assert isinstance(choice, Saturated) is cools
     if isinstance(error, errors.RateLimitedError):
         assert isinstance(choice, Saturated) and 1_000 < choice.wait_ms <= 2_000
@@ -140,7 +143,7 @@ def test_latency_routing_prefers_the_fastest(client: redis.Redis) -> None:
     for _ in range(300):
         admitted = admit(router)
         picks[admitted.deployment.id] += 1
-        router.report_success(admitted, latency[admitted.deployment.id], 10, 20)
+        drive(router.report_success(admitted, latency[admitted.deployment.id], 10, 20))
     assert picks["fast"] >= 0.9 * 300
 
 
@@ -157,7 +160,7 @@ def test_least_busy_and_usage_based(client: redis.Redis) -> None:
         random.Random(1),
     )
     first = admit(usage)
-    usage.report_success(first, 0.1, 100, 500)
+    drive(usage.report_success(first, 0.1, 100, 500))
     other = ({"a", "b"} - {first.deployment.id}).pop()
     assert {admit(usage).deployment.id for _ in range(10)} == {other}
 
@@ -184,11 +187,48 @@ def test_adaptive_limit_shrinks_on_429_and_grows_back(client: redis.Redis) -> No
     router = Router(config({"a": {}}), client, random.Random(1))
     held = [admit(router) for _ in range(30)]
     # A 429 while 30 calls are in flight: the limit becomes 0.7 x 30.
-    router.report_failure(held.pop(), errors.RateLimitedError("x", provider="p", retry_after=0.001))
+    drive(
+        router.report_failure(
+            held.pop(), errors.RateLimitedError("x", provider="p", retry_after=0.001)
+        )
+    )
     time.sleep(0.01)
     limit = float(client.hget("llmfleet:dep:{a}:aimd", "limit"))
     assert limit == 21
     for admitted in held:
-        router.report_success(admitted, 0.1, 1, 1)
+        drive(router.report_success(admitted, 0.1, 1, 1))
     grown = float(client.hget("llmfleet:dep:{a}:aimd", "limit"))
     assert 21 < grown < 23  # +1/limit per success while the limit binds
+
+
+def test_an_asyncio_client_runs_the_same_scripts(client: redis.Redis) -> None:
+    # A worker whose calls run on its event loop routes through redis.asyncio: what it
+    # admits, reports and cools is what every other router sees.
+    cfg = config({"a": {"max_parallel_requests": 1}}, {"b": {}}, cooldown_time=30)
+    url = client.connection_pool.connection_kwargs
+    blocking = Router(cfg, client, random.Random(1))
+
+    async def on_the_loop() -> tuple[Admitted | Saturated, bool, bool]:
+        aclient = aioredis.Redis(host=url["host"], port=url["port"], db=url["db"])
+        try:
+            router = Router(cfg, aclient, random.Random(1))
+            held = await router.choose(request(), {"b"})
+            assert isinstance(held, Admitted) and held.deployment.id == "a"
+            throttle = errors.RateLimitedError("x", provider="p", retry_after=20)
+            other = await router.choose(request(), {"a"})
+            assert isinstance(other, Admitted) and other.deployment.id == "b"
+            cooled = await router.report_failure(other, throttle)
+            return held, cooled, await router.throttled_recently("g", ())
+        finally:
+            await aclient.aclose()
+
+    held, cooled, throttled = asyncio.run(on_the_loop())
+    assert cooled and throttled
+    # `a` is at its one parallel call and `b` cools down: nothing left for anyone.
+    choice = drive(blocking.choose(request(), set()))
+    assert isinstance(choice, Saturated)
+    assert choice.reasons == {"a": "max_parallel", "b": "cooldown"}
+    assert isinstance(held, Admitted)
+    drive(blocking.report_success(held, 0.1, 1, 1))
+    again = drive(blocking.choose(request(), set()))
+    assert isinstance(again, Admitted) and again.deployment.id == "a"

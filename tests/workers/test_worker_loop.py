@@ -5,6 +5,8 @@ with calls on threads and on the loop)."""
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import MASTER_KEY, migrated_database
-from tests.support.batches import lines, submit, wait_ended
+from tests.support.batches import lines, sdk, submit, wait_ended
 from tests.support.fleet import deployment
 from tests.workers.conftest import Fleet
 
@@ -63,3 +65,51 @@ def test_jobs_a_batch_and_a_sync_call_run_on_the_loop(own_fleet: Fleet, tmp_path
     assert batch.request_counts is not None and batch.request_counts.completed == 100
     assert len({line["custom_id"] for line in output}) == 100
     assert peak >= 10, peak
+
+
+def test_interactive_jobs_have_room_beside_a_worker_full_of_batch_lines(
+    own_fleet: Fleet, tmp_path: Path
+) -> None:
+    # Given one worker at -c 8 on the loop, its general lane full of a batch's lines
+    # (160 lines at 1 s a call: 20 rounds of 8)
+    with own_fleet(config, {"mock": ["--latency", "1"]}, extra_env=LOOP, concurrency=8) as f:
+        batch_id = submit(f, tmp_path, 160, "lanes")
+        until = time.monotonic() + 60
+        while f.stats("mock")["in_flight"] < 8:
+            assert time.monotonic() < until, f.stats("mock")
+            time.sleep(0.05)
+        # When eight interactive jobs arrive
+        ids = f.submit_many([f"urgent {i}" for i in range(8)], priority=9)
+        jobs = f.wait_all(ids)
+        batch = sdk(f).batches.retrieve(batch_id)
+        peak = f.stats("mock")["max_in_flight"]
+        ended = wait_ended(f, batch_id, timeout=180)
+    # Then they ran beside the lines, not after them: the batch was still running when
+    # they had ended, and the calls in flight went past the general lane's eight
+    assert [j["status"] for j in jobs] == ["succeeded"] * 8
+    assert batch.status == "in_progress"
+    assert batch.request_counts is not None and batch.request_counts.completed < 120
+    assert peak > 8, peak
+    # and the lines never took more than the lane: at most 8 + 8 calls at once
+    assert peak <= 16, peak
+    assert ended.status == "completed"
+
+
+def test_a_worker_stopped_with_sigterm_stores_the_runs_on_its_loop(own_fleet: Fleet) -> None:
+    # Given one worker on the loop with eight jobs' calls in flight (2 s each); their
+    # messages were acknowledged when the jobs were claimed
+    with own_fleet(config, {"mock": ["--latency", "2"]}, extra_env=LOOP, concurrency=8) as f:
+        ids = f.submit_many([f"job {i}" for i in range(8)])
+        until = time.monotonic() + 60
+        while f.stats("mock")["in_flight"] < 8:
+            assert time.monotonic() < until, f.stats("mock")
+            time.sleep(0.05)
+        # When it is stopped with SIGTERM (a warm shutdown) and no other worker runs
+        code = f.workers[0].stop(signal.SIGTERM, timeout=60)
+        jobs = [f.wait(i, timeout=5) for i in ids]
+        calls = f.stats("mock")["calls"]
+    # Then it let the calls end and stored them before it exited: nothing is left for
+    # a lease to lapse on
+    assert code == 0
+    assert [j["status"] for j in jobs] == ["succeeded"] * 8
+    assert calls == 8

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio as aioredis
 
 from models import redis_keys as rk
 from models.fleet_config import Deployment, FleetConfig
@@ -53,7 +54,9 @@ class Request:
 
 
 class Router:
-    def __init__(self, config: FleetConfig, client: redis.Redis, rng: random.Random) -> None:
+    def __init__(
+        self, config: FleetConfig, client: redis.Redis | aioredis.Redis, rng: random.Random
+    ) -> None:
         self.config = config
         self.state = RouterState(client)
         self._rng = rng
@@ -75,18 +78,18 @@ class Router:
         default = [d for d in group_deps if "default" in d.litellm_params.tags]
         return default or group_deps
 
-    def choose(self, request: Request, avoid: set[str]) -> Admitted | Saturated:
+    async def choose(self, request: Request, avoid: set[str]) -> Admitted | Saturated:
         """Prefer deployments this job has not tried yet; fall back to all of them."""
         candidates = self.candidates(request.group, request.tags)
         fresh = [d for d in candidates if d.id not in avoid]
-        result = self._pick(request, fresh) if fresh else None
+        result = await self._pick(request, fresh) if fresh else None
         if result is None or (isinstance(result, Saturated) and len(fresh) < len(candidates)):
-            result = self._pick(request, candidates)
+            result = await self._pick(request, candidates)
         return result
 
-    def _pick(self, request: Request, candidates: list[Deployment]) -> Admitted | Saturated:
+    async def _pick(self, request: Request, candidates: list[Deployment]) -> Admitted | Saturated:
         settings = self.config.router_settings
-        return self.state.pick(
+        return await self.state.pick(
             candidates,
             settings.strategy_for(request.group),
             now_ms=_now_ms(),
@@ -96,10 +99,10 @@ class Router:
             latency_buffer=settings.routing_strategy_args.lowest_latency_buffer,
         )
 
-    def report_success(
+    async def report_success(
         self, admitted: Admitted, latency_s: float, completion_tokens: int, total_tokens: int
     ) -> None:
-        self.state.report(
+        await self.state.report(
             admitted,
             now_ms=_now_ms(),
             mode="ok",
@@ -108,13 +111,14 @@ class Router:
             window_size=self.config.router_settings.routing_strategy_args.window_size,
         )
 
-    def throttled_recently(self, group: str, tags: tuple[str, ...]) -> bool:
+    async def throttled_recently(self, group: str, tags: tuple[str, ...]) -> bool:
         """Whether a deployment of the group answered 429 within THROTTLED_RECENTLY_MS:
         the group is then short of capacity, which a job waits for, not out of order."""
         since = _now_ms() - rk.THROTTLED_RECENTLY_MS
-        return any(t > since for t in self.state.last_throttled_ms(self.candidates(group, tags)))
+        throttled = await self.state.last_throttled_ms(self.candidates(group, tags))
+        return any(t > since for t in throttled)
 
-    def report_failure(self, admitted: Admitted, error: ProviderError) -> bool:
+    async def report_failure(self, admitted: Admitted, error: ProviderError) -> bool:
         """Cooldown policy: 429 cools for its Retry-After (else cooldown_time); 401, 403
         and 404 cool at once; other retryable errors count against allowed_fails;
         request errors (400, context window, content policy) never cool."""
@@ -130,7 +134,7 @@ class Router:
             mode = "count"
         else:
             mode = "release"
-        return self.state.report(
+        return await self.state.report(
             admitted,
             now_ms=_now_ms(),
             mode=mode,

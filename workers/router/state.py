@@ -1,14 +1,22 @@
 """The router's fleet-wide state in Redis, read and written only through two Lua
-scripts, so that every decision and every report is one atomic round trip."""
+scripts, so that every decision and every report is one atomic round trip.
+
+The same coroutines serve a blocking client and a `redis.asyncio` one: with a blocking
+client a script's result comes back in place and the coroutine never suspends (a worker
+whose calls run on threads drives it in one step, `workers.calls.drive`); with an
+asyncio client it is awaited, and the worker's event loop runs other calls meanwhile."""
 
 from __future__ import annotations
 
+import inspect
 import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
+from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from models import redis_keys as rk
 from models.fleet_config import Deployment, Strategy
@@ -36,13 +44,18 @@ def _script(name: str) -> str:
     return resources.files("workers.router").joinpath(name).read_text()
 
 
+async def _resolved(value: Any) -> Any:
+    """A blocking client's result as it is; an asyncio client's, awaited."""
+    return await value if inspect.isawaitable(value) else value
+
+
 class RouterState:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis | aioredis.Redis) -> None:
         self._redis = client
         self._pick = client.register_script(_script("pick.lua"))
         self._report = client.register_script(_script("report.lua"))
 
-    def pick(
+    async def pick(
         self,
         candidates: list[Deployment],
         strategy: Strategy,
@@ -77,7 +90,7 @@ class RouterState:
                 params.weight or params.rpm or params.tpm or 1,
                 _unit_cost(dep),
             ]
-        result = self._pick(keys=keys, args=args)
+        result = await _resolved(self._pick(keys=keys, args=args))
         if int(result[0]) == 1:
             return Admitted(candidates[int(result[1]) - 1], token)
         reasons = [r.decode() if isinstance(r, bytes) else str(r) for r in result[2:]]
@@ -87,7 +100,7 @@ class RouterState:
             reasons={d.id: r for d, r in zip(candidates, reasons, strict=False)},
         )
 
-    def report(
+    async def report(
         self,
         admitted: Admitted,
         *,
@@ -102,35 +115,38 @@ class RouterState:
     ) -> bool:
         """Returns True when this report put the deployment into cooldown."""
         params = admitted.deployment.litellm_params
-        cooled = self._report(
-            keys=rk.deployment_keys(admitted.deployment.id),
-            args=[
-                now_ms,
-                admitted.lease_token,
-                mode,
-                repr(latency_per_token),
-                tokens,
-                cooldown_ms,
-                allowed_fails,
-                "1" if decrease else "0",
-                params.max_parallel_requests or 0,
-                window_size,
-                rk.LATENCY_TTL_MS,
-                rk.AIMD_TTL_MS,
-                rk.FAILS_WINDOW_MS,
-                rk.TPM_KEY_TTL_MS,
-                rk.TPM_WINDOW_MS,
-            ],
+        cooled = await _resolved(
+            self._report(
+                keys=rk.deployment_keys(admitted.deployment.id),
+                args=[
+                    now_ms,
+                    admitted.lease_token,
+                    mode,
+                    repr(latency_per_token),
+                    tokens,
+                    cooldown_ms,
+                    allowed_fails,
+                    "1" if decrease else "0",
+                    params.max_parallel_requests or 0,
+                    window_size,
+                    rk.LATENCY_TTL_MS,
+                    rk.AIMD_TTL_MS,
+                    rk.FAILS_WINDOW_MS,
+                    rk.TPM_KEY_TTL_MS,
+                    rk.TPM_WINDOW_MS,
+                ],
+            )
         )
         return bool(int(cooled))
 
-    def last_throttled_ms(self, deployments: list[Deployment]) -> list[int]:
+    async def last_throttled_ms(self, deployments: list[Deployment]) -> list[int]:
         """When each deployment last answered 429 (epoch ms; 0: not in AIMD_TTL_MS)."""
         aimd = rk.DEPLOYMENT_KEY_NAMES.index("aimd")
         pipe = self._redis.pipeline(transaction=False)
         for dep in deployments:
             pipe.hget(rk.deployment_keys(dep.id)[aimd], "last_decrease")
-        return [int(float(v)) if v is not None else 0 for v in pipe.execute()]
+        values = await _resolved(pipe.execute())
+        return [int(float(v)) if v is not None else 0 for v in values]
 
 
 def _unit_cost(dep: Deployment) -> str:
