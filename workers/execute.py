@@ -143,9 +143,12 @@ def _hand_over_lines(
                 except BaseException:
                     lane.give(len(claims) - i - 1)  # the wave's lines not handed over
                     raise
-    finally:
-        if taken is not None and waiting:
-            taken.give(len(waiting))
+    except BaseException:
+        if taken is not None:
+            # The message goes (sent again later): its prefetch slots with it. Lines
+            # already handed over give theirs back as they end, to no effect.
+            taken.give_all()
+        raise
 
 
 def _lines_here(
