@@ -236,6 +236,8 @@ def run_case(
         "cpu_ms_per_job": round(1000 * total / jobs, 3),
         "cpu_ms_per_job_by_part": {k: round(1000 * v / jobs, 3) for k, v in cpu.items()},
         "pickup_ms_p50": pct(pickups, 0.5),
+        "pickup_ms_p90": pct(pickups, 0.9),
+        "pickups_over_50ms": sum(1 for p in pickups if p > 50),
         "pickup_ms_p99": pct(pickups, 0.99),
         "pickup_ms_max": round(pickups[-1], 1) if pickups else -1.0,
         "pickup_ms_mean": round(statistics.fmean(pickups), 1) if pickups else -1.0,

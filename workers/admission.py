@@ -11,11 +11,19 @@ expiry still reaches them."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from models.contract import QUEUE_HIGH
 
-__all__ = ["Admission", "Slots"]
+__all__ = ["Admission", "Slots", "lines_per_message"]
+
+
+def lines_per_message(setting: int, concurrency: int) -> int:
+    """Batch lines sent to a message: at most a quarter of a worker's `-c`, so that a
+    worker always has room for several messages' lines. The batch tick runs on a
+    worker and goes by its own `-c`."""
+    return max(1, min(setting, concurrency // 4))
 
 
 class Slots:
@@ -23,6 +31,15 @@ class Slots:
         self.size = size
         self._free = size
         self._cond = threading.Condition()
+        self._watchers: list[Callable[[int], None]] = []
+
+    def watch(self, watcher: Callable[[int], None]) -> None:
+        """Call `watcher(free)` after every change (in the thread that made it)."""
+        self._watchers.append(watcher)
+
+    def _tell(self, free: int) -> None:
+        for watcher in self._watchers:
+            watcher(free)
 
     def take(self, want: int, timeout: float) -> int:
         """Reserve up to `want` slots; waits up to `timeout` for one if none is free.
@@ -32,7 +49,10 @@ class Slots:
                 self._cond.wait_for(lambda: self._free > 0, timeout)
             got = max(0, min(want, self._free))
             self._free -= got
-            return got
+            free = self._free
+        if got:
+            self._tell(free)
+        return got
 
     def take_one(self) -> None:
         """Wait for a slot as long as it takes."""
@@ -45,6 +65,8 @@ class Slots:
             with self._cond:
                 self._free += n
                 self._cond.notify(n)
+                free = self._free
+            self._tell(free)
 
     @property
     def in_use(self) -> int:

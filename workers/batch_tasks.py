@@ -9,6 +9,7 @@ from models.contract import BATCH_TICK_TASK, EXECUTE_LINES_TASK, EXECUTE_TASK, Q
 from models.redis_keys import BATCH_TICK_LOCK, BATCH_TICK_LOCK_TTL_MS
 from models.storage import LocalFileStorage
 from workers import batches
+from workers.admission import lines_per_message
 from workers.celery_app import SWEEP_INTERVAL_SECONDS, app, publish_webhook
 from workers.fleet_lock import fleet_lock
 
@@ -31,14 +32,6 @@ def _publish(job_ids: list[str]) -> None:
         app.send_task(EXECUTE_TASK, args=job_ids, queue=QUEUE_BATCH)
     else:
         app.send_task(EXECUTE_LINES_TASK, args=[job_ids], queue=QUEUE_BATCH)
-
-
-def lines_per_message(setting: int, concurrency: int) -> int:
-    """At most a quarter of a worker's `-c`: a worker whose prefetch is taken by lines
-    keeps room for one more message, and a message it holds should end soon enough for
-    an interactive job to get that room (on RabbitMQ queues are offered in turn, not by
-    priority). The tick runs on a worker and goes by its own `-c`."""
-    return max(1, min(setting, concurrency // 4))
 
 
 @app.task(name=BATCH_TICK_TASK, ignore_result=True)

@@ -35,8 +35,10 @@ from models.fleet_config import ConfigError
 from models.logging_setup import log_context
 from models.settings import WorkerSettings
 from workers import observability
+from workers.admission import lines_per_message
 from workers.crashes import task_crashed
 from workers.delayed import Waker
+from workers.lane_gate import GateStep, LaneGate
 from workers.prefetch import Prefetch
 from workers.resources import WorkerContext, build_context
 
@@ -89,6 +91,8 @@ class FleetCelery(Celery):
     waker: Waker | None = None
     #: Lets a message of several lines count one prefetch slot per line.
     prefetch: Prefetch
+    #: On the loop: keeps the consumer off the general queues while the general lane is full.
+    lane_gate: LaneGate | None = None
 
     def get_context(self) -> WorkerContext:
         if self.context is None:
@@ -107,6 +111,7 @@ def create_app(settings: WorkerSettings | None = None) -> FleetCelery:
     )
     app.fleet_settings = settings
     app.prefetch = Prefetch()
+    app.steps["consumer"].add(GateStep)
     app.conf.update(
         broker_options(settings.visibility_timeout),
         task_acks_late=True,
@@ -159,6 +164,9 @@ def _start(sender: Any = None, **_: Any) -> None:
             # the worker here, at start, rather than failing every job later.
             log.critical("llmfleet worker cannot start: %s", exc)
             raise SystemExit(f"llmfleet worker: {exc}") from None
+        if app.context.writer is not None:  # calls on the loop: gate the general queues
+            room = lines_per_message(settings.batch_lines_per_message, settings.concurrency)
+            app.lane_gate = LaneGate(app.context.admission.general, room)
 
 
 def _build(settings: WorkerSettings) -> WorkerContext:

@@ -21,11 +21,13 @@ from workers.resources import WorkerContext
 from workers.run_store import Ran, job_log, store
 from workers.runner import JobRun
 
-__all__ = ["execute_job", "execute_lines"]
+__all__ = ["SendOn", "execute_job", "execute_lines"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: Sends jobs back to the queue they came from, in a message of their own.
+SendOn = Callable[[list[str]], None]
 
 #: While a message still has lines to claim, how often it looks for a free slot.
 SLOT_WAIT_S = 0.05
@@ -38,6 +40,7 @@ def execute_job(
     job_id: str,
     publish_webhook: Callable[[str], None],
     queue: str | None = None,
+    send_on: SendOn | None = None,
 ) -> Future[JobStatus | None]:
     """Run one job delivered from `queue`. The future holds the status stored (QUEUED
     when the job now waits), or None when this delivery had nothing to do.
@@ -45,11 +48,19 @@ def execute_job(
 
     With calls on threads the job runs to its end here. On the event loop, the job is
     claimed once its lane has room (workers.admission) and handed over when this
-    returns, so its message may go: the writer stores its end (workers.writer)."""
+    returns, so its message may go: the writer stores its end (workers.writer). An
+    interactive job waits for room; another is sent on (`send_on`, back to its queue)
+    when the general lane has none, rather than hold a thread and a prefetch slot
+    (workers.lane_gate)."""
     if ctx.writer is None:
         return _done(_execute_here(ctx, job_id, publish_webhook))
     lane = ctx.admission.lane(queue)
-    lane.take_one()
+    if send_on is None or lane is ctx.admission.interactive:
+        lane.take_one()
+    elif not lane.take(1, timeout=SLOT_WAIT_S):
+        send_on([job_id])
+        log.info("job %s: no room here, sent on", job_id)
+        return _done(None)
     try:
         claimed = _claim_one(ctx, job_id)
     except BaseException:
@@ -105,6 +116,7 @@ def execute_lines(
     job_ids: Sequence[str],
     publish_webhook: Callable[[str], None],
     taken: Taken | None = None,
+    send_on: SendOn | None = None,
 ) -> None:
     """Run several jobs (a batch's lines) from one message: side by side on the line
     pool's threads (`_lines_here`), or handed over to the loop in the general lane as
@@ -113,7 +125,7 @@ def execute_lines(
     if ctx.writer is None:
         _lines_here(ctx, job_ids, publish_webhook, taken)
     else:
-        _hand_over_lines(ctx, job_ids, publish_webhook, taken)
+        _hand_over_lines(ctx, job_ids, publish_webhook, taken, send_on)
 
 
 def _hand_over_lines(
@@ -121,9 +133,12 @@ def _hand_over_lines(
     job_ids: Sequence[str],
     publish_webhook: Callable[[str], None],
     taken: Taken | None,
+    send_on: SendOn | None,
 ) -> None:
     """Claim the lines as the general lane has room, a wave per UPDATE, and hand each
-    over; returns once every line is handed over or turned away."""
+    over; returns once every line is handed over, turned away, or sent on (`send_on`:
+    the lines the lane has no room for go back to the queue in a message of their own,
+    rather than wait here holding a thread and a prefetch slot)."""
     lane = ctx.admission.general
     waiting = list(dict.fromkeys(job_ids))
 
@@ -135,6 +150,12 @@ def _hand_over_lines(
     try:
         while waiting:
             room = lane.take(len(waiting), timeout=SLOT_WAIT_S)
+            if not room and send_on is not None:
+                send_on(waiting)
+                log.info("%d line(s): no room here, sent on", len(waiting))
+                if taken is not None:
+                    taken.give(len(waiting))
+                break
             wave, waiting = waiting[:room], waiting[room:]
             claims = _claim(ctx, wave, taken, lane)
             for i, claimed in enumerate(claims):

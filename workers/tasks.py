@@ -7,6 +7,7 @@ from typing import NoReturn
 
 from celery import Task
 from celery.exceptions import Reject
+from kombu.exceptions import OperationalError as BrokerError
 
 from models.contract import (
     EXECUTE_LINES_TASK,
@@ -20,11 +21,14 @@ from workers import jobstore, recovery, webhooks
 from workers.accounting.post_call import unbilled_claims
 from workers.celery_app import app, publish_execute, publish_webhook
 from workers.crashes import TRANSIENT
-from workers.execute import execute_job, execute_lines
+from workers.execute import SendOn, execute_job, execute_lines
 
 log = logging.getLogger(__name__)
 
 RETRY_CAP_SECONDS = 30
+#: Outages a task waits out by sending itself again: the database's, Redis', and the
+#: broker's refusing a message the task sends.
+RETRY_LATER = (*TRANSIENT, BrokerError)
 
 
 @app.task(name=EXECUTE_TASK, bind=True)
@@ -33,8 +37,9 @@ def execute(self: Task, job_id: str) -> None:
     # every line of this job carries its ids; the claim's lease is renewed while it runs
     with log_context(job_id=job_id):
         try:
-            execute_job(ctx, job_id, publish_webhook, _queue(self))
-        except TRANSIENT as exc:
+            queue = _queue(self)
+            execute_job(ctx, job_id, publish_webhook, queue, _sender(queue))
+        except RETRY_LATER as exc:
             # Acknowledging this message would lose a job that was not claimed yet: send
             # it again later. A job claimed already stays claimed, and this second
             # message is turned away until the sweeper hands the job on after its lease.
@@ -48,12 +53,26 @@ def execute_many(self: Task, job_ids: list[str]) -> None:
     taken = app.prefetch.taken(self.request.id)
     ctx = app.get_context()
     try:
-        execute_lines(ctx, job_ids, publish_webhook, taken)
-    except TRANSIENT as exc:
+        execute_lines(ctx, job_ids, publish_webhook, taken, _sender(_queue(self)))
+    except RETRY_LATER as exc:
         # Lines not claimed yet would be lost with this message; lines already claimed
         # are turned away by the second one and handed on by the sweeper after their lease.
         log.warning("%d line(s): %s; trying again later", len(job_ids), type(exc).__name__)
         _again_later(self)
+
+
+def _sender(queue: str | None) -> SendOn | None:
+    """Sends jobs back to `queue`: one as an execute message, several as lines."""
+    if queue is None:
+        return None
+
+    def send_on(job_ids: list[str]) -> None:
+        if len(job_ids) == 1:
+            app.send_task(EXECUTE_TASK, args=job_ids, queue=queue)
+        else:
+            app.send_task(EXECUTE_LINES_TASK, args=[job_ids], queue=queue)
+
+    return send_on
 
 
 def _queue(task: Task) -> str | None:

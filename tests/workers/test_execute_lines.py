@@ -15,7 +15,7 @@ from models.contract import EXECUTE_LINES_TASK
 from tests.conftest import migrated_database
 from tests.support.batches import ENDED, lines, sdk, submit, wait_ended
 from tests.support.fleet import MiniFleet, deployment, mini_fleet
-from workers.batch_tasks import lines_per_message
+from workers.admission import lines_per_message
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,8 @@ def test_a_worker_reserves_about_its_concurrency_in_lines(
     ) as f:
         # Given a batch of 300 lines, sent 5 to a message, and one worker with -c 20
         batch_id = submit(f, tmp_path, 300, "l")
-        # While it runs, the worker holds messages of 5 lines, about 8 lines' worth
+        # While it runs, the worker holds messages of 5 lines, until their lines are
+        # claimed, and only while it has room for them
         held: list[list[int]] = []
         while sdk(f).batches.retrieve(batch_id).status not in ENDED:
             held.append(held_lines(f))
@@ -71,10 +72,11 @@ def test_a_worker_reserves_about_its_concurrency_in_lines(
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*), sum(calls) FROM jobs")).one() == (300, 300)
     # its calls never exceeded -c, and it never reserved -c messages (100 lines): the
-    # count is -c minus the extra lines, with a floor of 2 messages
+    # count is -c minus the extra lines, with a floor of 2 messages, and the consumer
+    # leaves the batch queue while the worker has no room for a message's lines
     assert in_flight <= 20
     sizes = {size for sample in held for size in sample}
-    assert sizes == {5}
+    assert sizes <= {5}
     assert max(sum(sample) for sample in held) <= 30, held
 
 

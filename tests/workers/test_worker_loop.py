@@ -13,8 +13,9 @@ from typing import Any
 
 import openai
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from models.tables import Job
 from tests.conftest import MASTER_KEY, migrated_database
 from tests.support.batches import lines, sdk, submit, wait_ended
 from tests.support.fleet import deployment
@@ -113,3 +114,30 @@ def test_a_worker_stopped_with_sigterm_stores_the_runs_on_its_loop(own_fleet: Fl
     assert code == 0
     assert [j["status"] for j in jobs] == ["succeeded"] * 8
     assert calls == 8
+
+
+def test_a_worker_full_of_lines_takes_no_batch_message_it_cannot_start(
+    own_fleet: Fleet, tmp_path: Path
+) -> None:
+    # Given one worker at -c 8 on the loop (2 lines to a message), its general lane full
+    # of a batch's lines at 3 s a call
+    with own_fleet(config, {"mock": ["--latency", "3"]}, extra_env=LOOP, concurrency=8) as f:
+        submit(f, tmp_path, 200, "gate")
+        until = time.monotonic() + 60
+        while f.stats("mock")["in_flight"] < 8:
+            assert time.monotonic() < until, f.stats("mock")
+            time.sleep(0.05)
+        # When interactive jobs arrive one by one
+        ids = []
+        for i in range(6):
+            ids.append(f.submit(f"urgent {i}", priority=9))
+            time.sleep(0.4)
+        jobs = f.wait_all(ids)
+        with f.engine.connect() as conn:
+            rows = conn.execute(select(Job.created_at, Job.started_at).where(Job.id.in_(ids))).all()
+    # Then each was taken at once: the consumer had left the batch queue, so no batch
+    # message waiting for room held the slots an interactive message needs (without
+    # that, a pickup waits for a wave of lines to end: up to 3 s)
+    assert [j["status"] for j in jobs] == ["succeeded"] * 6
+    pickups = sorted((started - created).total_seconds() for created, started in rows)
+    assert pickups[-1] < 1.0, pickups
