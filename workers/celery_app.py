@@ -157,6 +157,11 @@ def _start(sender: Any = None, **_: Any) -> None:
         concurrency = getattr(sender, "concurrency", None)
         if isinstance(concurrency, int) and concurrency > 0:
             settings = settings.model_copy(update={"concurrency": concurrency})
+        pool = getattr(getattr(sender, "pool_cls", None), "__module__", "")
+        if settings.loop and pool == "celery.concurrency.gevent":
+            # gevent's patched threads and sockets are not the loop's: a job per greenlet
+            log.info("gevent pool: provider calls run on greenlets, not the event loop")
+            settings = settings.model_copy(update={"loop": False})
         try:
             app.context = _build(settings)
         except ConfigError as exc:
