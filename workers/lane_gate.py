@@ -5,12 +5,13 @@ message taken while the general lane is full would wait for room in a task's thr
 holding one of the consumer's prefetch slots, and an interactive message arriving then
 would wait for that slot (docs/BENCHMARKS.md, "The loop as the default"), its jobs
 reserved by a worker that cannot start them. So the consumer stops consuming the
-general lane's queues (normal, low, batch) when the lane has less room than a batch
-message's lines, and consumes them again once it has room for two: their messages wait
-in the broker, where any worker with room takes them. The interactive queue is always
-consumed. A message that arrives all the same (taken just before the pause, or pushed
-ahead by RabbitMQ) is sent back to its queue rather than wait
-(`execute.execute_job`, `execute.execute_lines`).
+batch queue when the lane has less room than a batch message's lines (and consumes it
+again at room for two), and the normal and low queues when the lane has no room (again
+once a twentieth of it, at least 2 slots, is free): their messages wait in the broker,
+where any worker with room takes them. The interactive queue is always consumed. A
+message that arrives all the same (taken just before the pause, or pushed ahead by
+RabbitMQ) is sent back to its queue rather than wait (`execute.execute_job`,
+`execute.execute_lines`).
 
 The gate runs in the consumer's thread (a bootstep; kombu's consumer is not
 thread-safe): the lane's slots tell it of a change of side through a pipe that the
@@ -19,39 +20,49 @@ operator (`celery control cancel_consumer`) stays cancelled."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from celery import bootsteps
 
 from models.contract import QUEUE_BATCH, QUEUE_LOW, QUEUE_NORMAL
 from workers.admission import Slots
+from workers.wake_pipe import WakePipe
 
 __all__ = ["GateStep", "LaneGate"]
 
 log = logging.getLogger(__name__)
 
-#: The queues whose jobs take the general lane's slots (workers.admission).
-GENERAL_QUEUES = (QUEUE_NORMAL, QUEUE_LOW, QUEUE_BATCH)
+
+@dataclass
+class _Gate:
+    """Queues consumed while the lane has room: paused below `pause_below` free slots,
+    resumed at `resume_at` (hysteresis, so a lane at its edge does not toggle per job)."""
+
+    queues: tuple[str, ...]
+    pause_below: int
+    resume_at: int
+    want_paused: bool = False
+
+    def wants_pause(self, free: int) -> bool:
+        return free < self.pause_below or (self.want_paused and free < self.resume_at)
 
 
 class LaneGate:
-    def __init__(self, lane: Slots, room: int) -> None:
-        self._lane = lane
-        #: Pause below `room` free slots; resume at `2 * room` (or a free lane).
-        self._pause_below = room
-        self._resume_at = min(lane.size, 2 * room)
+    def __init__(self, lane: Slots, lines_per_message: int) -> None:
+        size = lane.size
+        #: Batch messages need room for their lines; a normal or low job for itself.
+        self._gates = (
+            _Gate((QUEUE_BATCH,), lines_per_message, min(size, 2 * lines_per_message)),
+            _Gate((QUEUE_NORMAL, QUEUE_LOW), 1, min(size, max(2, size // 20))),
+        )
         self._consumer: Any = None
         #: The queues this gate stopped consuming (an operator's cancel is left alone).
         self._paused: set[str] = set()
-        self._want_paused = False
         self._lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._pipe = WakePipe()
         lane.watch(self._changed)
 
     def attach(self, consumer: Any) -> None:
@@ -59,45 +70,42 @@ class LaneGate:
         task consumer consumes every queue it was started with)."""
         self._consumer = consumer
         self._paused.clear()
-        hub = getattr(consumer, "hub", None)
-        if hub is not None and self._wake_r not in hub.readers:
-            hub.add_reader(self._wake_r, self._apply)
+        self._pipe.watch(getattr(consumer, "hub", None), self._apply)
         self._apply()
 
     def _changed(self, free: int) -> None:
-        """From any thread, as the lane's slots change: wake the consumer when the side
-        of the threshold changes."""
+        """From any thread, as the lane's slots change: wake the consumer when a gate
+        should open or close."""
+        changed = False
         with self._lock:
-            want = free < self._pause_below or (self._want_paused and free < self._resume_at)
-            if want == self._want_paused:
-                return
-            self._want_paused = want
-        with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
-            os.write(self._wake_w, b"\0")
+            for gate in self._gates:
+                want = gate.wants_pause(free)
+                if want != gate.want_paused:
+                    gate.want_paused, changed = want, True
+        if changed:
+            self._pipe.wake()
 
     def _apply(self) -> None:
-        with contextlib.suppress(OSError):
-            while os.read(self._wake_r, 4096):
-                pass
         tasks = getattr(self._consumer, "task_consumer", None)
         if tasks is None:
             return
         with self._lock:
-            want = self._want_paused
-        if want:
-            for queue in GENERAL_QUEUES:
-                if queue not in self._paused and tasks.consuming_from(queue):
+            wanted = [(gate.queues, gate.want_paused) for gate in self._gates]
+        resumed = []
+        for queues, paused in wanted:
+            for queue in queues:
+                if paused and queue not in self._paused and tasks.consuming_from(queue):
                     tasks.cancel_by_queue(queue)
                     self._paused.add(queue)
-            log.debug("general lane full: %s paused", sorted(self._paused))
-        elif self._paused:
-            resumed = [q for q in self._paused if not tasks.consuming_from(q)]
-            self._paused.clear()
-            for queue in resumed:
-                tasks.add_queue(self._consumer.app.amqp.queues[queue])
-            if resumed:
-                tasks.consume()
-                log.debug("general lane has room: %s resumed", resumed)
+                    log.debug("general lane full: %s paused", queue)
+                elif not paused and queue in self._paused:
+                    self._paused.discard(queue)
+                    if not tasks.consuming_from(queue):
+                        tasks.add_queue(self._consumer.app.amqp.queues[queue])
+                        resumed.append(queue)
+        if resumed:
+            tasks.consume()
+            log.debug("general lane has room: %s resumed", resumed)
 
 
 class GateStep(bootsteps.StartStopStep):

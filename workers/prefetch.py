@@ -17,10 +17,10 @@ they end. A reconnection brings a new QoS at the full count, which starts afresh
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 from typing import Any, Protocol
+
+from workers.wake_pipe import WakePipe
 
 __all__ = ["Prefetch", "Taken"]
 
@@ -67,15 +67,13 @@ class Prefetch:
         #: How far this has lowered the current QoS's count.
         self._lowered = 0
         self._by_message: dict[str, Taken] = {}
-        #: A pipe whose read end the consumer's event loop watches: a byte written wakes it.
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        #: Wakes the consumer's event loop to apply a count raised from a task's thread.
+        self._pipe = WakePipe()
 
     def received(self, consumer: Any, message_id: str, lines: int) -> None:
         """A message of `lines` lines arrived (called in the consumer's thread, before
         the consumer reads on): count its extra lines until its task ends them."""
-        self._watch(getattr(consumer, "hub", None))
+        self._pipe.watch(getattr(consumer, "hub", None), lambda: None)
         with self._lock:
             self._consumer = consumer
             extra = max(0, lines - 1)
@@ -107,23 +105,5 @@ class Prefetch:
             qos.decrement_eventually(target - self._lowered)
         elif target < self._lowered:
             qos.increment_eventually(self._lowered - target)
-            self._wake()
+            self._pipe.wake()
         self._lowered = target
-
-    def _watch(self, hub: Any) -> None:
-        """Have the consumer's event loop (in whose thread this runs) watch the pipe. The
-        loop applies a new prefetch count, and asks the broker for more, only when it
-        wakes; a count raised from a task's thread would otherwise wait for its next
-        timer, up to a second."""
-        readers = getattr(hub, "readers", None)
-        if readers is not None and self._wake_r not in readers:
-            hub.add_reader(self._wake_r, self._drain)
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
-            os.write(self._wake_w, b"\0")
-
-    def _drain(self) -> None:
-        with contextlib.suppress(OSError):
-            while os.read(self._wake_r, 4096):
-                pass
