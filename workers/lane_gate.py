@@ -86,6 +86,16 @@ class LaneGate:
             self._pipe.wake()
 
     def _apply(self) -> None:
+        """In the consumer's loop: nothing raised here may reach it (an exception there
+        stops the consumer for good). A broker that cannot be reached now leaves the
+        change for the next wake-up, or for the consumer's reconnection, which starts
+        afresh with every queue (`attach`)."""
+        try:
+            self._switch()
+        except Exception as exc:
+            log.warning("lane gate: queues not switched: %s", type(exc).__name__)
+
+    def _switch(self) -> None:
         tasks = getattr(self._consumer, "task_consumer", None)
         if tasks is None:
             return
@@ -99,10 +109,10 @@ class LaneGate:
                     self._paused.add(queue)
                     log.debug("general lane full: %s paused", queue)
                 elif not paused and queue in self._paused:
-                    self._paused.discard(queue)
                     if not tasks.consuming_from(queue):
                         tasks.add_queue(self._consumer.app.amqp.queues[queue])
                         resumed.append(queue)
+                    self._paused.discard(queue)
         if resumed:
             tasks.consume()
             log.debug("general lane has room: %s resumed", resumed)
