@@ -1,13 +1,12 @@
-"""Where a claim's calls and waits happen: on the worker's threads, each call holding
-its thread (the default), or as coroutines on the process's event loop
-(`LLMFLEET_WORKER_LOOP`, workers.event_loop).
+"""Where a claim's calls and waits happen: as coroutines on the process's event loop
+(the default, workers.event_loop), or on the worker's threads, each call holding its
+thread (`LLMFLEET_WORKER_LOOP=0`).
 
 A claim's run (`JobRun.route`) is written once, as a coroutine that awaits its calls
 and waits through one of these. `ThreadCalls` awaits nothing that suspends (a call is a
 blocking request inside an `async def`), so `start` takes a run to its end in one step
 in the calling thread (`drive`); `LoopCalls.start` hands it to the loop. Either way
-`start` returns a `concurrent.futures.Future` of the run. `blocking` tells a caller
-with several runs to start that each needs a thread of its own (the line pool's)."""
+`start` returns a `concurrent.futures.Future` of the run."""
 
 from __future__ import annotations
 
@@ -28,9 +27,6 @@ T = TypeVar("T")
 
 
 class Calls(Protocol):
-    #: True when each run holds the thread that starts it until it ends.
-    blocking: bool
-
     async def send(self, exchange: Exchange, provider: str) -> ProviderResult: ...
 
     async def sleep(self, seconds: float) -> None: ...
@@ -41,8 +37,6 @@ class Calls(Protocol):
 
 
 class ThreadCalls:
-    blocking = True
-
     def __init__(self, shards: HttpShards) -> None:
         self._shards = shards
 
@@ -65,8 +59,6 @@ class ThreadCalls:
 
 
 class LoopCalls:
-    blocking = False
-
     def __init__(self, loop: EventLoop) -> None:
         self._loop = loop
 
