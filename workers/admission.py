@@ -68,11 +68,6 @@ class Slots:
                 free = self._free
             self._tell(free)
 
-    @property
-    def in_use(self) -> int:
-        with self._cond:
-            return self.size - self._free
-
 
 @dataclass
 class Admission:
