@@ -60,11 +60,11 @@ def fleet(args: argparse.Namespace, latency: float) -> dict[str, Any]:
 
 
 def in_flight(args: argparse.Namespace) -> dict[str, Any]:
-    """bench/pools.py's case: threads, -c 1000, 4,000 jobs at 2 s (its own Redis dbs),
+    """bench/pools.py's case: -c 1000, 4,000 jobs at 2 s (its own Redis dbs),
     sent as the batch dispatcher sends lines (--pool-lines-per-message)."""
     out = RESULTS / "compare_pools.json"
     out.unlink(missing_ok=True)
-    argv = [sys.executable, str(BENCH / "pools.py"), "--pools", "threads", "--concurrency"]
+    argv = [sys.executable, str(BENCH / "pools.py"), "--concurrency"]
     argv += ["1000", "--jobs", str(args.pool_jobs), "--latency", "2", "--out", str(out)]
     argv += ["--lines-per-message", str(args.pool_lines_per_message)]
     with private_postgres() as (admin_url, _):

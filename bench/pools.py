@@ -1,12 +1,12 @@
-"""How many LLM calls one worker process holds in flight, per Celery pool.
+"""How many LLM calls one worker process holds in flight.
 
-For each (pool, concurrency, jobs) case: a fresh PostgreSQL database, flushed Redis
+For each (concurrency, jobs) case: a fresh PostgreSQL database, flushed Redis
 dbs, a fresh mock provider at a fixed latency and ONE worker process. N job rows are
 inserted directly and N execute messages published; the clock runs from the first
 publish until every row is terminal. Reported: wall time against the ideal
 ceil(N / concurrency) * latency, the mock's peak calls in flight, and the worker's CPU.
 
-    /work/venv/bin/python bench/pools.py --pools threads,gevent --concurrency 200,1000 \
+    /work/venv/bin/python bench/pools.py --concurrency 200,1000 \
         --jobs 1000 --latency 2
 
 Results are merged (by case) into bench/results/pools.json; logs stay in
@@ -183,7 +183,7 @@ def run_case(
         config_path.write_text(yaml.safe_dump(fleet_config(mock_url)))
         env["LLMFLEET_CONFIG"] = str(config_path)
         argv = [sys.executable, "-m", "producer_api.cli", "worker", "-c", str(concurrency)]
-        argv += ["--pool", pool, "--name", "bench@%h", "--loglevel", args.loglevel]
+        argv += ["--name", "bench@%h", "--loglevel", args.loglevel]
         worker = Proc("worker", argv, env, log_dir)
         procs.append(worker)
         # " ready." is logged at INFO only; a control ping answers at any log level.
@@ -286,7 +286,6 @@ def ints(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pools", default="threads,gevent", help="comma list of Celery pools")
     parser.add_argument("--concurrency", type=ints, default=[1000], help="comma list (-c)")
     parser.add_argument("--jobs", type=ints, default=[1000], help="comma list of job counts")
     parser.add_argument("--latency", type=float, default=2.0, help="mock latency, seconds")
@@ -307,7 +306,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "pools.json")
     args = parser.parse_args()
-    cases = itertools.product(args.pools.split(","), args.concurrency, args.jobs)
+    # `pool` stays in the results: earlier ones compared Celery pools (docs/BENCHMARKS.md)
+    cases = itertools.product(["threads"], args.concurrency, args.jobs)
     results: list[Result] = []
     print(HEADER, flush=True)
     for pool, concurrency, jobs in cases:

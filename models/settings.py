@@ -218,15 +218,6 @@ class WorkerSettings(CommonSettings):
     """Settings of an execute worker process."""
 
     concurrency: int = Field(default=200, validation_alias="LLMFLEET_WORKER_CONCURRENCY")
-    pool: str = Field(default="threads", validation_alias="LLMFLEET_WORKER_POOL")
-    loop: bool = Field(
-        default=True,
-        validation_alias="LLMFLEET_WORKER_LOOP",
-        description="Run every job's calls as coroutines on one asyncio event loop per "
-        "process, each job handed over once claimed (its message acknowledged) and its "
-        'end stored by one writer (ARCHITECTURE.md, "The worker loop"); 0 holds a thread '
-        "per job and call instead, as earlier releases did.",
-    )
     job_timeout: float = Field(
         default=1800.0,
         validation_alias="LLMFLEET_JOB_TIMEOUT",

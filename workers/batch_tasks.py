@@ -10,7 +10,7 @@ from models.redis_keys import BATCH_TICK_LOCK, BATCH_TICK_LOCK_TTL_MS
 from models.storage import LocalFileStorage
 from workers import batches
 from workers.admission import lines_per_message
-from workers.celery_app import SWEEP_INTERVAL_SECONDS, app, publish_webhook
+from workers.celery_app import app, publish_webhook
 from workers.fleet_lock import fleet_lock
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,17 @@ def batch_tick() -> int:
         if not held:
             return 0  # another tick is running
         expired = batches.expire_due(ctx.sessions)
+        batches.release_lapsed(ctx.sessions)
         per_message = lines_per_message(
             ctx.settings.batch_lines_per_message, ctx.settings.concurrency
         )
         depth = _queue_depth()
         if depth == 0:
-            # Past a visibility timeout and two sweeps: a message Redis lost with its
-            # data has been published again by the sweeper by then (workers.recovery).
-            after = ctx.settings.visibility_timeout + 2 * SWEEP_INTERVAL_SECONDS
-            batches.redispatch_lost(ctx.sessions, after)
+            # A lines message is acknowledged once its lines are claimed, within a few
+            # milliseconds of its delivery: lines still queued a lease after it was sent
+            # have lost it (not the visibility timeout, which a dead worker's messages
+            # would wait out).
+            batches.redispatch_lost(ctx.sessions, ctx.settings.lease_seconds)
         # The queue holds messages of up to `per_message` lines: count them as full.
         room = ctx.settings.batch_queue_target - depth * per_message
         published = batches.dispatch(ctx.sessions, room, _publish, per_message)

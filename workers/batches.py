@@ -3,7 +3,8 @@
 - dispatch: publish batch jobs only as the broker's batch queue drains, so a 50,000-
   line batch never floods Redis; the room is shared equally among running batches, so
   a small batch behind a big one progresses at once (fair share, round robin);
-- redispatch: lines whose message was lost go back to dispatch (see `redispatch_lost`);
+- redispatch: lines whose worker died (`release_lapsed`) or whose message was lost
+  (`redispatch_lost`) go back to dispatch;
 - expire: at the completion window, lines not started end `expired`;
 - finalize: once no line is queued or running, write the output and error files
   (streaming, never the whole batch in memory), sum usage, and end the batch.
@@ -29,7 +30,14 @@ from models.storage import FileStorage, discarded_on_error
 from models.tables import Batch, File, Job, JobStatus, locked_in_id_order, utcnow
 from models.webhooks import record_event
 
-__all__ = ["TickReport", "dispatch", "expire_due", "finalize_ready", "redispatch_lost"]
+__all__ = [
+    "TickReport",
+    "dispatch",
+    "expire_due",
+    "finalize_ready",
+    "redispatch_lost",
+    "release_lapsed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +114,29 @@ def _publish_lines(
             )
 
 
+def release_lapsed(sessions: sessionmaker[Session]) -> int:
+    """Lines of running batches still `running` past their lease: their worker died (or
+    lost its database for longer than a lease) while their calls ran. They go back to
+    dispatch at the next tick, rather than wait for the sweeper's next round. A run
+    that was only late finds its claim fenced when it ends (jobstore)."""
+    lapsed = and_(
+        Job.status == JobStatus.RUNNING,
+        Job.lease_until < utcnow(),
+        Job.batch_id.in_(select(Batch.id).where(Batch.status == "in_progress")),
+    )
+    count = _unpublish(sessions, lapsed, status=JobStatus.QUEUED, lease_until=None)
+    if count:
+        log.warning("batch tick: %d line(s) past their lease sent again", count)
+    return count
+
+
 def redispatch_lost(sessions: sessionmaker[Session], older_than_s: float) -> int:
-    """Lines published more than `older_than_s` ago (past the visibility timeout, after
-    which Redis hands an unacknowledged message out again, and the sweeps that publish
-    again what Redis lost with its data) that are still `queued`, not waiting for
-    capacity, while the batch queue is empty (the caller checks): their message is gone
-    (a task acknowledged it without claiming them), and nothing else would send them.
-    They go back to dispatch. Should the message still be held by a worker, the second
-    one is turned away by the claim."""
+    """Lines published more than `older_than_s` ago that are still `queued`, not
+    waiting for capacity, while the batch queue is empty (the caller checks): a worker
+    acknowledges a message once it has claimed its lines, so their message is gone
+    (a worker that took it died before it claimed them, or the broker lost it), and
+    nothing else would send them. They go back to dispatch. Should the message still be
+    held by a worker, the second one is turned away by the claim."""
     before = utcnow() - dt.timedelta(seconds=older_than_s)
     lost = and_(
         Job.status == JobStatus.QUEUED,
@@ -121,17 +144,23 @@ def redispatch_lost(sessions: sessionmaker[Session], older_than_s: float) -> int
         Job.not_before.is_(None),
         Job.batch_id.in_(select(Batch.id).where(Batch.status == "in_progress")),
     )
-    with sessions.begin() as session:
-        result = session.execute(
-            update(Job)
-            .where(Job.id.in_(locked_in_id_order(lost)), lost)
-            .values(published_at=None)
-            .execution_options(synchronize_session=False)
-        )
-    count = int(getattr(result, "rowcount", 0) or 0)
+    count = _unpublish(sessions, lost)
     if count:
         log.warning("batch tick: %d line(s) published long ago sent again", count)
     return count
+
+
+def _unpublish(
+    sessions: sessionmaker[Session], where: ColumnElement[bool], **values: object
+) -> int:
+    with sessions.begin() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id.in_(locked_in_id_order(where)), where)
+            .values(published_at=None, **values)
+            .execution_options(synchronize_session=False)
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def expire_due(sessions: sessionmaker[Session]) -> int:

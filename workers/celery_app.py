@@ -8,16 +8,12 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Ignore, Reject, Retry
 from celery.signals import (
-    task_received,
-    task_revoked,
     worker_init,
-    worker_process_init,
     worker_shutdown,
 )
 
 from models.contract import (
     BATCH_TICK_TASK,
-    EXECUTE_LINES_TASK,
     EXECUTE_TASK,
     LAGO_DRAIN_TASK,
     LAGO_ENTITLEMENT_TASK,
@@ -39,7 +35,6 @@ from workers.admission import lines_per_message
 from workers.crashes import task_crashed
 from workers.delayed import Waker
 from workers.lane_gate import GateStep, LaneGate
-from workers.prefetch import Prefetch
 from workers.resources import WorkerContext, build_context
 
 __all__ = [
@@ -54,6 +49,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_SECONDS = 30.0
+#: How long the consumer's BRPOP blocks on Redis before it is sent again.
+BRPOP_TIMEOUT_S = 0.1
 BATCH_TICK_SECONDS = 1.0
 LAGO_DRAIN_SECONDS = 5.0
 
@@ -89,9 +86,7 @@ class FleetCelery(Celery):
     fleet_settings: WorkerSettings
     context: WorkerContext | None = None
     waker: Waker | None = None
-    #: Lets a message of several lines count one prefetch slot per line.
-    prefetch: Prefetch
-    #: On the loop: keeps the consumer off the general queues while the general lane is full.
+    #: Keeps the consumer off the general queues while the general lane is full.
     lane_gate: LaneGate | None = None
 
     def get_context(self) -> WorkerContext:
@@ -110,10 +105,14 @@ def create_app(settings: WorkerSettings | None = None) -> FleetCelery:
         include=["workers.tasks", "workers.batch_tasks", "workers.accounting_tasks"],
     )
     app.fleet_settings = settings
-    app.prefetch = Prefetch()
     app.steps["consumer"].add(GateStep)
+    options = broker_options(settings.visibility_timeout)
+    # On Redis a queue the lane gate resumes is read from the consumer's next BRPOP,
+    # once the one in flight times out (kombu's default: 1 s): a worker whose lines end
+    # in a fraction of that would sit idle for the rest of it.
+    options["broker_transport_options"]["polling_interval"] = BRPOP_TIMEOUT_S
     app.conf.update(
-        broker_options(settings.visibility_timeout),
+        options,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -157,21 +156,27 @@ def _start(sender: Any = None, **_: Any) -> None:
         concurrency = getattr(sender, "concurrency", None)
         if isinstance(concurrency, int) and concurrency > 0:
             settings = settings.model_copy(update={"concurrency": concurrency})
-        pool = getattr(getattr(sender, "pool_cls", None), "__module__", "")
-        if settings.loop and pool == "celery.concurrency.gevent":
-            # gevent's patched threads and sockets are not the loop's: a job per greenlet
-            log.info("gevent pool: provider calls run on greenlets, not the event loop")
-            settings = settings.model_copy(update={"loop": False})
         try:
+            _check_pool(sender)
             app.context = _build(settings)
         except ConfigError as exc:
             # Celery logs and swallows a signal handler's exception: SystemExit stops
             # the worker here, at start, rather than failing every job later.
             log.critical("llmfleet worker cannot start: %s", exc)
             raise SystemExit(f"llmfleet worker: {exc}") from None
-        if app.context.writer is not None:  # calls on the loop: gate the general queues
-            room = lines_per_message(settings.batch_lines_per_message, settings.concurrency)
-            app.lane_gate = LaneGate(app.context.admission.general, room)
+        room = lines_per_message(settings.batch_lines_per_message, settings.concurrency)
+        app.lane_gate = LaneGate(app.context.admission.general, room)
+
+
+def _check_pool(sender: Any) -> None:
+    """Tasks run on the threads pool: they claim and hand their jobs to the process's
+    event loop, the lanes and the gate are the process's. Under gevent's patched
+    threads and sockets the loop is not a loop of its own; prefork would split the
+    lanes across children the consumer's gate cannot see."""
+    pool = getattr(getattr(sender, "pool_cls", None), "__module__", "")
+    if pool and pool != "celery.concurrency.thread":
+        name = pool.rsplit(".", 1)[-1]
+        raise ConfigError(f"the worker runs on the threads pool (-P threads), not {name}")
 
 
 def _build(settings: WorkerSettings) -> WorkerContext:
@@ -207,26 +212,7 @@ def _stop(**_: Any) -> None:
         app.context = None
 
 
-def _received(sender: Any = None, request: Any = None, **_: Any) -> None:
-    """In the consumer, as a message arrives: a message of several lines takes a
-    prefetch slot per line (workers.prefetch)."""
-    if request is not None and request.name == EXECUTE_LINES_TASK:
-        args = request.args
-        lines = len(args[0]) if args and isinstance(args[0], list) else 1
-        app.prefetch.received(sender, request.id, lines)
-
-
-def _revoked(request: Any = None, **_: Any) -> None:
-    taken = app.prefetch.taken(request.id) if request is not None else None
-    if taken is not None:
-        taken.give_all()
-
-
-task_received.connect(_received, weak=False)
-task_revoked.connect(_revoked, weak=False)
-# threads and gevent pools run tasks in the main process (worker_init); prefork runs
-# them in children (worker_process_init). Either way the context is built once.
+# The threads pool runs tasks in the main process: the context is built once, at start.
 worker_init.connect(_start, weak=False)
 worker_init.connect(_start_waker, weak=False)
-worker_process_init.connect(_start, weak=False)
 worker_shutdown.connect(_stop, weak=False)

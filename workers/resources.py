@@ -19,13 +19,11 @@ from models.fleet_config import ConfigError, FleetConfig, load_fleet_config
 from models.settings import WorkerSettings
 from workers.accounting.billing import PayerCache
 from workers.admission import Admission
-from workers.calls import Calls, LoopCalls, ThreadCalls
+from workers.calls import Calls
 from workers.delayed import DelayedJobs
 from workers.event_loop import EventLoop, client_shards
 from workers.hooks import Hooks, load_hooks
-from workers.http_shards import HttpShards
 from workers.leases import Leases
-from workers.line_pool import LinePool
 from workers.providers import check_providers
 from workers.router import Router
 from workers.writer import EndWriter
@@ -54,18 +52,15 @@ class WorkerContext:
     redis: redis.Redis
     #: For webhooks and Lago.
     http: httpx.Client
-    #: Where provider calls and waits run: threads, or the process's event loop.
+    #: Provider calls and waits, on the process's event loop.
     calls: Calls
     router: Router
     delayed: DelayedJobs
     leases: Leases
     #: Each owner's billing and budgets, trusted for a few seconds.
     payers: PayerCache
-    #: The slots (and, with threads, the threads) of several-line messages' lines.
-    lines: LinePool
-    #: On the loop: the lanes' slots, and the thread that stores what runs came to.
+    #: The lanes' slots: interactive jobs, and everything else (workers.admission).
     admission: Admission
-    writer: EndWriter | None = None
     #: The broker's Redis when it is not `redis` (its epoch marker is checked too).
     broker_redis: Redis | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -73,20 +68,25 @@ class WorkerContext:
     publish_post_call: Callable[[str, int], None] = field(default=_no_post_call_publisher)
     #: Pre- and post-call hooks of the fleet config, imported at start.
     hooks: Hooks = field(default_factory=Hooks)
+    #: The thread that stores what the runs on the loop came to (workers.writer).
+    writer: EndWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        from workers.run_store import store  # run_store needs this module's WorkerContext
+
+        self.writer = EndWriter(lambda runs, publish: store(self, runs, publish), self.leases)
 
     def epoch_clients(self) -> list[Redis]:
         """Every Redis whose loss of data loses jobs' messages or wake-ups."""
         return [self.redis] + ([self.broker_redis] if self.broker_redis is not None else [])
 
     def close(self) -> None:
-        if self.writer is not None:
-            # The runs handed over to the loop end and are stored (a warm shutdown)
-            if not self.writer.drain(DRAIN_TIMEOUT_S):
-                log.warning("shutting down with runs in flight: their leases will lapse")
-            self.writer.close()
+        # The runs handed over to the loop end and are stored (a warm shutdown)
+        if not self.writer.drain(DRAIN_TIMEOUT_S):
+            log.warning("shutting down with runs in flight: their leases will lapse")
+        self.writer.close()
         self.leases.stop()
         self.calls.close()
-        self.lines.shutdown()
         self.http.close()
         self.redis.close()
         if self.broker_redis is not None:
@@ -124,11 +124,6 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
     def async_client(connections: int) -> httpx.AsyncClient:
         return httpx.AsyncClient(limits=limits(connections), timeout=timeout)
 
-    def http_client(connections: int) -> httpx.Client:
-        return httpx.Client(limits=limits(connections), timeout=timeout)
-
-    # Provider calls: a several-line message's lines (-c) and the tasks' jobs (-c).
-    lines = LinePool(settings.concurrency)
     client = redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=10,
@@ -140,27 +135,22 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
     if broker.startswith(("redis://", "rediss://")) and broker != settings.redis_url:
         broker_redis = redis.Redis.from_url(broker, socket_timeout=10, max_connections=4)
     rng = random.Random()
-    calls: Calls
-    if settings.loop:
-        # The router's scripts are awaited on the loop, through a client of its own.
-        loop_redis = aioredis.Redis(
-            connection_pool=aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url,
-                max_connections=LOOP_REDIS_CONNECTIONS,
-                timeout=10,
-                socket_timeout=10,
-            )
+    # The router's scripts are awaited on the loop, through a client of its own.
+    loop_redis = aioredis.Redis(
+        connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=LOOP_REDIS_CONNECTIONS,
+            timeout=10,
+            socket_timeout=10,
         )
-        shards = client_shards(async_client, 2 * settings.concurrency)
-        calls = LoopCalls(EventLoop(shards, loop_redis))
-        router = Router(config, loop_redis, rng)
-    else:
-        calls = ThreadCalls(HttpShards(http_client, 2 * settings.concurrency))
-        router = Router(config, client, rng)
-    http = http_client(32)  # webhooks and Lago
-    log.info("provider calls run on %s", "the event loop" if settings.loop else "threads")
+    )
+    # Provider calls: the general lane's (-c) and the interactive lane's (-c).
+    shards = client_shards(async_client, 2 * settings.concurrency)
+    calls = Calls(EventLoop(shards, loop_redis))
+    router = Router(config, loop_redis, rng)
+    http = httpx.Client(limits=limits(32), timeout=timeout)  # webhooks and Lago
     sessions = make_sessionmaker(engine)
-    ctx = WorkerContext(
+    return WorkerContext(
         settings=settings,
         config=config,
         engine=engine,
@@ -172,19 +162,8 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
         delayed=DelayedJobs(client),
         leases=Leases(sessions, settings.lease_seconds, settings.job_timeout),
         payers=PayerCache(sessions),
-        lines=lines,
         admission=Admission(settings.concurrency),
         broker_redis=broker_redis,
         rng=rng,
         hooks=hooks,
     )
-    if settings.loop:
-        ctx.writer = writer_for(ctx)
-    return ctx
-
-
-def writer_for(ctx: WorkerContext) -> EndWriter:
-    """The writer of a context whose calls run on the loop."""
-    from workers.run_store import store  # run_store needs this module's WorkerContext
-
-    return EndWriter(lambda runs, publish: store(ctx, runs, publish), ctx.leases)

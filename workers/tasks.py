@@ -50,10 +50,9 @@ def execute(self: Task, job_id: str) -> None:
 @app.task(name=EXECUTE_LINES_TASK, bind=True)
 def execute_many(self: Task, job_ids: list[str]) -> None:
     """Several batch lines from one message (see workers.execute.execute_lines)."""
-    taken = app.prefetch.taken(self.request.id)
     ctx = app.get_context()
     try:
-        execute_lines(ctx, job_ids, publish_webhook, taken, _sender(_queue(self)))
+        execute_lines(ctx, job_ids, publish_webhook, _sender(_queue(self)))
     except RETRY_LATER as exc:
         # Lines not claimed yet would be lost with this message; lines already claimed
         # are turned away by the second one and handed on by the sweeper after their lease.

@@ -58,9 +58,6 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", "-c", help="Calls held at once.")
     ] = None,
-    pool: Annotated[
-        str | None, typer.Option(help="Celery pool: threads (default) or gevent.")
-    ] = None,
     name: Annotated[str, typer.Option(help="Worker node name.")] = "execute@%h",
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
     events: Annotated[
@@ -76,19 +73,17 @@ def worker(
     Example: `LLMFLEET_CONFIG=fleet.yaml llmfleet worker --concurrency 300`; a pool that
     only serves interactive work: `llmfleet worker --queues llmfleet.high`
     """
-    os.execv(sys.executable, worker_argv(concurrency, pool, name, loglevel, events, queues))
+    os.execv(sys.executable, worker_argv(concurrency, name, loglevel, events, queues))
 
 
 def worker_argv(
     concurrency: int | None,
-    pool: str | None,
     name: str,
     loglevel: str,
     events: bool = False,
     queues: str | None = None,
 ) -> list[str]:
     concurrency = concurrency or int(os.environ.get("LLMFLEET_WORKER_CONCURRENCY", "200"))
-    pool = pool or os.environ.get("LLMFLEET_WORKER_POOL", "threads")
     return [
         sys.executable,
         "-m",
@@ -97,7 +92,7 @@ def worker_argv(
         "workers.celery_app",
         "worker",
         "-P",
-        pool,
+        "threads",
         "-c",
         str(concurrency),
         "-Q",

@@ -233,7 +233,7 @@ def _launch(fleet: Fleet, port: int, workers: int, concurrency: int, config: Pat
         config = _default_config(fleet, mock_port)
     env["LLMFLEET_CONFIG"] = str(config.resolve())
     for i in range(workers):
-        fleet.start(f"worker-{i}", worker_argv(concurrency, None, f"execute{i}@%h", "INFO"))
+        fleet.start(f"worker-{i}", worker_argv(concurrency, f"execute{i}@%h", "INFO"))
     fleet.start("beat", beat_argv(fleet.data_dir / "celerybeat-schedule"))
     api_argv = [sys.executable, "-m", "uvicorn", "producer_api.app:create_app", "--factory"]
     fleet.start("api", [*api_argv, "--host", "127.0.0.1", "--port", str(port)])

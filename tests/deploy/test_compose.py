@@ -72,12 +72,12 @@ def test_every_service_is_healthchecked_and_starts_in_order(files: tuple[str, ..
         assert found[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
-def test_redis_never_evicts_and_workers_run_the_measured_pool() -> None:
+def test_redis_never_evicts_and_workers_hold_the_measured_calls() -> None:
     found = services(BASE)
     redis_cmd = found["redis"]["command"]
     assert redis_cmd[redis_cmd.index("--maxmemory-policy") + 1] == "noeviction"
     worker = found["worker"]
-    assert worker["command"][:3] == ["worker", "--pool", "threads"]
+    assert worker["command"] == ["worker"]
     assert worker["environment"]["LLMFLEET_WORKER_CONCURRENCY"] == "1000"
     assert "llmfleet.post_call" in found["post-call-worker"]["command"]
     assert found["flower"]["command"] == ["flower", "--port", "5555"]

@@ -27,14 +27,12 @@ from tests.support.brokers import REDIS_BASE
 from workers import execute
 from workers.accounting.billing import PayerCache
 from workers.admission import Admission
-from workers.calls import Calls, LoopCalls, ThreadCalls
+from workers.calls import Calls
 from workers.delayed import DelayedJobs
 from workers.event_loop import EventLoop
 from workers.hooks import Hooks
-from workers.http_shards import HttpShards
 from workers.leases import Leases
-from workers.line_pool import LinePool
-from workers.resources import WorkerContext, writer_for
+from workers.resources import WorkerContext
 from workers.router import Router
 
 __all__ = [
@@ -161,12 +159,9 @@ CoreFactory = Callable[..., Core]
 
 
 @contextlib.contextmanager
-def core_factory(
-    url: str, engine: Engine, state: redis.Redis, loop: bool = False
-) -> Iterator[CoreFactory]:
+def core_factory(url: str, engine: Engine, state: redis.Redis) -> Iterator[CoreFactory]:
     """`make(replies, model_list, **router_settings)` builds a Core; all are closed
-    when the block ends. `loop`: its calls run on an event loop (LLMFLEET_WORKER_LOOP),
-    else on threads."""
+    when the block ends."""
     built: list[WorkerContext] = []
 
     def make(
@@ -182,15 +177,9 @@ def core_factory(
         sessions = make_sessionmaker(engine)
         rng = random.Random(7)
         transport = httpx.MockTransport(provider)
-        lines = LinePool(2)
-        calls: Calls
-        if loop:
-            loop_redis = aioredis.Redis.from_url(f"{REDIS_BASE}/{STATE_DB}")
-            calls = LoopCalls(EventLoop([httpx.AsyncClient(transport=transport)], loop_redis))
-            router = Router(config, loop_redis, rng)
-        else:
-            calls = ThreadCalls(HttpShards(lambda _n: httpx.Client(transport=transport), 1))
-            router = Router(config, state, rng)
+        loop_redis = aioredis.Redis.from_url(f"{REDIS_BASE}/{STATE_DB}")
+        calls = Calls(EventLoop([httpx.AsyncClient(transport=transport)], loop_redis))
+        router = Router(config, loop_redis, rng)
         ctx = WorkerContext(
             settings=settings,
             config=config,
@@ -203,13 +192,10 @@ def core_factory(
             delayed=DelayedJobs(state),
             leases=Leases(sessions, 60, 600),
             payers=PayerCache(sessions),
-            lines=lines,
             admission=Admission(2),
             rng=rng,
             hooks=Hooks(),
         )
-        if loop:
-            ctx.writer = writer_for(ctx)
         built.append(ctx)
         return Core(ctx, sessions, provider)
 
@@ -217,8 +203,6 @@ def core_factory(
         yield make
     finally:
         for ctx in built:
-            if ctx.writer is not None:
-                ctx.writer.close()
+            ctx.writer.close()
             ctx.leases.stop()
             ctx.calls.close()
-            ctx.lines.shutdown()

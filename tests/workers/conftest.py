@@ -30,16 +30,15 @@ def own_fleet(database: tuple[str, Engine], tmp_path: Path) -> Fleet:
     return start
 
 
-@pytest.fixture(params=["threads", "loop"])
-def core(database: tuple[str, Engine], request: pytest.FixtureRequest) -> Iterator[CoreFactory]:
+@pytest.fixture
+def core(database: tuple[str, Engine]) -> Iterator[CoreFactory]:
     """The execution core in this process (tests/support/core.py), on the module's
-    `database` and a Redis db of its own, flushed per test; each test runs with calls on
-    threads and on an event loop (LLMFLEET_WORKER_LOOP)."""
+    `database` and a Redis db of its own, flushed per test."""
     state = redis.Redis.from_url(f"{REDIS_BASE}/{STATE_DB}")
     state.flushdb()
     url, engine = database
     try:
-        with core_factory(url, engine, state, loop=request.param == "loop") as make:
+        with core_factory(url, engine, state) as make:
             yield make
     finally:
         state.flushdb()

@@ -33,13 +33,8 @@ def database() -> Iterator[tuple[str, Engine]]:
         yield db
 
 
-#: Calls on threads, and on an event loop (LLMFLEET_WORKER_LOOP).
-ON_LOOP = pytest.mark.parametrize("loop", [False, True], ids=["threads", "loop"])
-
-
-@ON_LOOP
 def test_a_database_outage_after_the_answer_is_waited_out(
-    database: tuple[str, Engine], tmp_path: Path, loop: bool
+    database: tuple[str, Engine], tmp_path: Path
 ) -> None:
     # Given a worker that reaches its database through a proxy
     url, _ = database
@@ -60,7 +55,7 @@ def test_a_database_outage_after_the_answer_is_waited_out(
     try:
         with (
             PrivateRedis.running(tmp_path) as server,
-            core_factory(proxied_url, engine, server.client(), loop=loop) as make,
+            core_factory(proxied_url, engine, server.client()) as make,
         ):
             core = make({"a": [answer_then_cut], "b": [answer_then_cut]}, TWO)
             started = time.monotonic()
@@ -77,14 +72,13 @@ def test_a_database_outage_after_the_answer_is_waited_out(
     assert len(core.attempts(job.id)) == 1
 
 
-@ON_LOOP
 def test_a_redis_restart_after_the_answer_costs_no_second_call(
-    database: tuple[str, Engine], tmp_path: Path, loop: bool
+    database: tuple[str, Engine], tmp_path: Path
 ) -> None:
     url, engine = database
     with (
         PrivateRedis.running(tmp_path) as server,
-        core_factory(url, engine, server.client(), loop=loop) as make,
+        core_factory(url, engine, server.client()) as make,
     ):
         restarted: list[threading.Thread] = []
 

@@ -222,6 +222,64 @@ def test_lines_whose_message_was_lost_go_back_to_dispatch(
     assert not unpublished & set(kept)
 
 
+def test_lines_whose_worker_died_go_back_to_dispatch_at_the_next_tick(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Given lines of a running batch left running past their lease by a dead worker,
+    # and others that must stay as they are
+    running_batch, ended_batch = (
+        add_batch(sessions, "in_progress"),
+        add_batch(sessions, "cancelling"),
+    )
+    old = utcnow() - dt.timedelta(minutes=1)
+    lapsed = [
+        add_job(
+            sessions,
+            batch_id=running_batch,
+            published_at=old,
+            status=JobStatus.RUNNING,
+            attempts=1,
+            lease_until=_in(-1),
+        )
+        for _ in range(2)
+    ]
+    kept = [
+        add_job(
+            sessions,
+            batch_id=running_batch,
+            published_at=old,
+            status=JobStatus.RUNNING,
+            attempts=1,
+            lease_until=_in(30),
+        ),
+        add_job(
+            sessions,
+            batch_id=ended_batch,
+            published_at=old,
+            status=JobStatus.RUNNING,
+            attempts=1,
+            lease_until=_in(-1),
+        ),
+        add_job(
+            sessions, published_at=old, status=JobStatus.RUNNING, attempts=1, lease_until=_in(-1)
+        ),  # not a batch line: the sweeper's
+    ]
+
+    # When the tick runs
+    assert batches.release_lapsed(sessions) == 2
+
+    # Then only the lapsed lines are queued again, waiting for dispatch, and a second
+    # claim of one fences the first
+    with sessions() as session:
+        rows = {j.id: j for j in session.scalars(select(Job))}
+    assert {(rows[i].status, rows[i].published_at, rows[i].lease_until) for i in lapsed} == {
+        (JobStatus.QUEUED, None, None)
+    }
+    assert all(rows[i].status == JobStatus.RUNNING for i in kept)
+    claims = jobstore.claim_many(sessions, lapsed, lease_seconds=60)
+    assert [c.attempt for c in claims] == [2, 2]
+
+
 def test_one_update_claims_the_claimable_lines_of_a_message(
     sessions: sessionmaker[Session],
 ) -> None:

@@ -1,10 +1,10 @@
-"""A worker whose calls run on its event loop (LLMFLEET_WORKER_LOOP=1), end to end: real
-worker, beat and API processes, jobs and a batch over HTTP, calls at the mock. The
-semantics of a run on the loop are tested in-process with every `core` test (they run
-with calls on threads and on the loop)."""
+"""A worker's event loop, lanes, gate and writer end to end: real worker, beat and API
+processes, jobs and a batch over HTTP, calls at the mock. The semantics of a run on the
+loop are tested in-process with every `core` test (tests/support/core.py)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -13,15 +13,13 @@ from typing import Any
 
 import openai
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from models.tables import Job
 from tests.conftest import MASTER_KEY, migrated_database
 from tests.support.batches import lines, sdk, submit, wait_ended
-from tests.support.fleet import deployment
+from tests.support.fleet import MiniFleet, deployment
 from tests.workers.conftest import Fleet
-
-LOOP = {"LLMFLEET_WORKER_LOOP": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +37,7 @@ def config(urls: dict[str, str]) -> dict[str, Any]:
 
 def test_jobs_a_batch_and_a_sync_call_run_on_the_loop(own_fleet: Fleet, tmp_path: Path) -> None:
     # Given one worker at -c 20 whose calls run on its event loop
-    with own_fleet(config, {"mock": ["--latency", "0.3"]}, extra_env=LOOP, concurrency=20) as f:
+    with own_fleet(config, {"mock": ["--latency", "0.3"]}, concurrency=20) as f:
         # When a batch of 100 lines, ten jobs and a sync call arrive together
         batch_id = submit(f, tmp_path, 100, "loop")
         ids = f.submit_many([f"job {i}" for i in range(10)])
@@ -53,9 +51,7 @@ def test_jobs_a_batch_and_a_sync_call_run_on_the_loop(own_fleet: Fleet, tmp_path
         batch = wait_ended(f, batch_id, timeout=120)
         output = lines(f, batch.output_file_id)
         peak = f.stats("mock")["max_in_flight"]
-        worker_log = f.workers[0].output()
-    # Then every one ends as on threads, and the lines' calls overlapped on the loop
-    assert "provider calls run on the event loop" in worker_log
+    # Then every one ends, and the lines' calls overlapped on the loop
     assert reply.choices[0].message.content
     assert [j["status"] for j in jobs] == ["succeeded"] * 10
     assert [(j["status"], j["error"]["type"]) for j in failed] == [
@@ -73,7 +69,7 @@ def test_interactive_jobs_have_room_beside_a_worker_full_of_batch_lines(
 ) -> None:
     # Given one worker at -c 8 on the loop, its general lane full of a batch's lines
     # (160 lines at 1 s a call: 20 rounds of 8)
-    with own_fleet(config, {"mock": ["--latency", "1"]}, extra_env=LOOP, concurrency=8) as f:
+    with own_fleet(config, {"mock": ["--latency", "1"]}, concurrency=8) as f:
         batch_id = submit(f, tmp_path, 160, "lanes")
         until = time.monotonic() + 60
         while f.stats("mock")["in_flight"] < 8:
@@ -99,7 +95,7 @@ def test_interactive_jobs_have_room_beside_a_worker_full_of_batch_lines(
 def test_a_worker_stopped_with_sigterm_stores_the_runs_on_its_loop(own_fleet: Fleet) -> None:
     # Given one worker on the loop with eight jobs' calls in flight (2 s each); their
     # messages were acknowledged when the jobs were claimed
-    with own_fleet(config, {"mock": ["--latency", "2"]}, extra_env=LOOP, concurrency=8) as f:
+    with own_fleet(config, {"mock": ["--latency", "2"]}, concurrency=8) as f:
         ids = f.submit_many([f"job {i}" for i in range(8)])
         until = time.monotonic() + 60
         while f.stats("mock")["in_flight"] < 8:
@@ -121,7 +117,7 @@ def test_a_worker_full_of_lines_takes_no_batch_message_it_cannot_start(
 ) -> None:
     # Given one worker at -c 8 on the loop (2 lines to a message), its general lane full
     # of a batch's lines at 3 s a call
-    with own_fleet(config, {"mock": ["--latency", "3"]}, extra_env=LOOP, concurrency=8) as f:
+    with own_fleet(config, {"mock": ["--latency", "3"]}, concurrency=8) as f:
         submit(f, tmp_path, 200, "gate")
         until = time.monotonic() + 60
         while f.stats("mock")["in_flight"] < 8:
@@ -141,3 +137,47 @@ def test_a_worker_full_of_lines_takes_no_batch_message_it_cannot_start(
     assert [j["status"] for j in jobs] == ["succeeded"] * 6
     pickups = sorted((started - created).total_seconds() for created, started in rows)
     assert pickups[-1] < 1.0, pickups
+
+
+def test_a_worker_killed_mid_batch_delays_it_by_a_lease_not_the_visibility_timeout(
+    own_fleet: Fleet, tmp_path: Path
+) -> None:
+    # Given two workers at -c 20 running a 1,500-line batch (0.1 s a call), with leases
+    # of 6 s and Redis' default visibility timeout of 600 s: the lines the one about to
+    # die has claimed, and any message of lines it has taken but not claimed from yet
+    n, lease = 1500, 6.0
+    env = {"LLMFLEET_LEASE_SECONDS": str(lease), "LLMFLEET_VISIBILITY_TIMEOUT": "600"}
+    mocks = {"mock": ["--latency", "0.1"]}
+    with own_fleet(config, mocks, extra_env=env, workers=2, concurrency=20) as f:
+        batch_id = submit(f, tmp_path, n, "kill")
+        until = time.monotonic() + 120
+        while _succeeded(f) < 300:
+            assert time.monotonic() < until, _succeeded(f)
+            time.sleep(0.05)
+        # When one of them is killed with SIGKILL (its whole process group)
+        victim = f.workers[0]
+        os.killpg(victim.popen.pid, signal.SIGKILL)
+        victim.popen.wait()
+        killed = time.monotonic()
+        left = n - _succeeded(f)
+        batch = wait_ended(f, batch_id, timeout=900)
+        took = time.monotonic() - killed
+        output = lines(f, batch.output_file_id)
+        calls = f.stats("mock")["calls"]
+        with f.engine.connect() as conn:
+            billed = conn.execute(text("SELECT count(*), count(DISTINCT job_id) FROM spend")).one()
+    # Then the survivor finishes the batch, the dead worker's lines within about a lease:
+    # its remaining lines' calls (0.1 s, 20 at a time) take about `left / 200` s on an
+    # idle machine; the bound allows 5x that, a lease and a tick of the dispatcher
+    assert batch.status == "completed", (batch.status, batch.request_counts)
+    assert len({line["custom_id"] for line in output}) == n
+    assert tuple(billed) == (n, n)
+    assert calls >= n  # calls cut short by the kill were made again
+    assert took < 5 * left / 200 + lease + 20, (took, left)
+
+
+def _succeeded(f: MiniFleet) -> int:
+    with f.engine.connect() as conn:
+        return int(
+            conn.execute(text("SELECT count(*) FROM jobs WHERE status = 'succeeded'")).scalar_one()
+        )

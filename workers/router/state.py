@@ -2,9 +2,9 @@
 scripts, so that every decision and every report is one atomic round trip.
 
 The same coroutines serve a blocking client and a `redis.asyncio` one: with a blocking
-client a script's result comes back in place and the coroutine never suspends (a worker
-whose calls run on threads drives it in one step, `workers.calls.drive`); with an
-asyncio client it is awaited, and the worker's event loop runs other calls meanwhile."""
+client a script's result comes back in place and the coroutine never suspends (a script
+or a test drives it in one step, `workers.calls.drive`); with an asyncio client, as on
+a worker's event loop, it is awaited and the loop runs other calls meanwhile."""
 
 from __future__ import annotations
 
