@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from models import redis_keys as rk
@@ -74,8 +74,8 @@ def budgets_for(session: Session, key_id: str | None, customer_id: str | None) -
     wanted = [(scope, sid) for scope, sid in scopes if sid]
     if not wanted:
         return []
-    rows = session.scalars(select(Budget).where(Budget.scope.in_([s for s, _ in wanted])))
-    return [b for b in rows if (b.scope, b.scope_id) in wanted]
+    owned = [and_(Budget.scope == scope, Budget.scope_id == sid) for scope, sid in wanted]
+    return list(session.scalars(select(Budget).where(or_(*owned))))
 
 
 def _spent(session: Session, counter: Counter, budget: Budget, now: dt.datetime) -> Decimal:

@@ -18,6 +18,7 @@ from models.storage import LocalFileStorage
 from producer_api.body_limit import BodyLimit
 from producer_api.context import ApiContext
 from producer_api.errors import install_error_handlers, reject_nul_params
+from producer_api.intake import Intake
 from producer_api.metrics import install_metrics
 from producer_api.publish import Publisher
 from producer_api.routes import (
@@ -61,13 +62,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         # Blocking Redis for checks made on the request's worker thread (limits, budgets).
         sync_redis = redis.Redis.from_url(settings.redis_url)
+        sessions = make_sessionmaker(engine)
+        publisher = Publisher(settings)
         ctx = ApiContext(
             settings=settings,
             config=config,
             engine=engine,
-            sessions=make_sessionmaker(engine),
+            sessions=sessions,
             redis=aioredis.Redis.from_url(settings.redis_url),
-            publisher=Publisher(settings),
+            publisher=publisher,
+            intake=Intake(sessions, publisher),
             waiters=JobWaiters(settings.redis_url),
             storage=LocalFileStorage(settings.files_dir),
             limiter=KeyLimiter(sync_redis),
@@ -81,6 +85,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             await ctx.waiters.stop()
             await ctx.redis.aclose()
             ctx.limiter.close()
+            ctx.intake.close()
             ctx.publisher.close()
             engine.dispose()
 

@@ -14,6 +14,7 @@ from models.fleet_config import FleetConfig
 from models.key_limits import KeyLimiter
 from models.settings import ApiSettings
 from models.storage import FileStorage
+from producer_api.intake import Intake
 from producer_api.publish import Publisher
 from producer_api.waiters import JobWaiters
 
@@ -28,6 +29,8 @@ class ApiContext:
     sessions: sessionmaker[Session]
     redis: aioredis.Redis
     publisher: Publisher
+    #: Stores and publishes accepted jobs in groups (one writer thread).
+    intake: Intake
     waiters: JobWaiters
     storage: FileStorage
     #: Virtual keys' rate limits (sync Redis: intake runs in the thread pool).

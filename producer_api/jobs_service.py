@@ -9,7 +9,6 @@ import logging
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from models.contract import CHAT_COMPLETIONS
@@ -18,7 +17,6 @@ from models.schemas.jobs import JobCreate
 from models.tables import TERMINAL_STATUSES, Job, JobAttempt, JobStatus, utcnow
 from models.webhooks import record_job_event
 from models.wire import parse_duration
-from producer_api import transactions
 from producer_api.access import admit_job, check_model, release_job
 from producer_api.auth import Caller
 from producer_api.context import ApiContext
@@ -66,9 +64,9 @@ def insert_job(
     webhook_url: str | None = None,
     cache_ttl: int | None = None,
 ) -> Job:
-    """Check the key (`access`), persist, then publish. The row is the truth: if
-    publishing fails the job stays queued with no `published_at`, and the sweeper
-    publishes it."""
+    """Check the key (`access`), persist, then publish (both in a group with other
+    requests' jobs: producer_api.intake). The row is the truth: if publishing fails the
+    job stays queued with no `published_at`, and the sweeper publishes it."""
     check_model(ctx, caller, model)
     now = utcnow()
     job_id = new_id("job")
@@ -95,29 +93,12 @@ def insert_job(
         cached=False,
     )
     try:
-        transactions.add(ctx.sessions, job)
+        ctx.intake.store(job).result()  # with the rows of other requests (producer_api.intake)
     except Exception:
         release_job(ctx, caller.owner, job_id, admission.estimated_tokens)
         raise
     job_submitted(job.model, job.priority)
-    if ctx.publisher.publish_execute(job.id, job.priority):
-        _mark_published(ctx, job)
     return job
-
-
-def _mark_published(ctx: ApiContext, job: Job) -> None:
-    """Only saves the sweeper a publish: should it fail, the job is still accepted, and
-    the sweeper publishes it again (a duplicate delivery, which the claim turns away)."""
-    published = utcnow()
-    try:
-        with ctx.sessions.begin() as session:
-            session.execute(update(Job).where(Job.id == job.id).values(published_at=published))
-    except DBAPIError as exc:
-        if not transactions.is_transient(exc):
-            raise
-        log.warning("job %s published but not marked so: %s", job.id, type(exc).__name__)
-        return
-    job.published_at = published
 
 
 def load_job(ctx: ApiContext, caller: Caller, job_id: str) -> Job:

@@ -10,13 +10,13 @@ is the database's: the error handler answers 503 with Retry-After, never 500.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["add", "is_transient", "write"]
+__all__ = ["add", "add_all", "is_transient", "write"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,11 +49,18 @@ def write(sessions: sessionmaker[Session], work: Callable[[Session, bool], T]) -
 
 def add(sessions: sessionmaker[Session], row: object) -> None:
     """Insert `row` by `write`: the retry merges, since the first try may have committed."""
+    add_all(sessions, [row])
+
+
+def add_all(sessions: sessionmaker[Session], rows: Sequence[object]) -> None:
+    """Insert `rows` in one transaction by `write`: the retry merges, since the first try
+    may have committed."""
 
     def insert(session: Session, retried: bool) -> None:
         if retried:
-            session.merge(row)
+            for row in rows:
+                session.merge(row)
         else:
-            session.add(row)
+            session.add_all(rows)
 
     write(sessions, insert)

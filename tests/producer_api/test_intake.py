@@ -1,110 +1,127 @@
-"""Intake refuses what it cannot run: bad bodies, unknown models, missing keys —
-and a refused request leaves nothing behind."""
+"""Accepted jobs stored and published in groups (producer_api/intake.py), on a real
+PostgreSQL database and a real broker: every job of a burst is stored and published
+once, in far fewer commits than jobs, and a row the database refuses fails alone."""
 
 from __future__ import annotations
 
-import httpx
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, event, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
-from tests.conftest import Fleet
+from models.db import make_sessionmaker
+from models.ids import new_id
+from models.settings import CommonSettings
+from models.tables import Job, JobStatus, utcnow
+from producer_api.intake import Intake
+from producer_api.publish import Publisher
+from tests.conftest import migrated_database
+from tests.support.brokers import Broker, broker_for
+
+BROKER_DB = 13
 
 
-def job_count(fleet: Fleet) -> int:
-    with fleet.engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM jobs")).scalar_one())
+@pytest.fixture(scope="module")
+def database() -> Iterator[tuple[str, Engine]]:
+    with migrated_database("llmfleet_test_intake") as (url, engine):
+        yield url, engine
 
 
-@pytest.mark.parametrize(
-    ("body", "param"),
-    [
-        ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
-        ({"model": "mock-model", "messages": []}, "messages"),
-        ({"model": "mock-model", "messages": [{"role": "robot", "content": "x"}]}, "messages.0"),
-        (
-            {
-                "model": "mock-model",
-                "messages": [{"role": "user", "content": "x"}],
-                "temperature": 7,
-            },
-            "temperature",
-        ),
-        (
-            {"model": "mock-model", "messages": [{"role": "user", "content": "x"}], "priority": 11},
-            "priority",
-        ),
-        (
-            {
-                "model": "mock-model",
-                "messages": [{"role": "user", "content": "x"}],
-                "completion_window": "soon",
-            },
-            "completion_window",
-        ),
-    ],
-)
-def test_invalid_body_is_400_naming_the_field_and_nothing_persisted(
-    clean_fleet: Fleet, body: dict[str, object], param: str
+@pytest.fixture
+def parts(
+    database: tuple[str, Engine],
+) -> Iterator[tuple[Intake, sessionmaker[Session], Broker, list[int]]]:
+    """An Intake on the database and a broker of its own; the list counts commits."""
+    url, engine = database
+    broker = broker_for(BROKER_DB)
+    broker.reset()
+    settings = CommonSettings.model_validate({"DATABASE_URL": url, "BROKER_URL": broker.url})
+    publisher = Publisher(settings)
+    sessions = make_sessionmaker(engine)
+    commits: list[int] = []
+
+    def count(_conn: object) -> None:
+        commits.append(1)
+
+    event.listen(engine, "commit", count)
+    intake = Intake(sessions, publisher)
+    try:
+        yield intake, sessions, broker, commits
+    finally:
+        intake.close()
+        event.remove(engine, "commit", count)
+        publisher.close()
+        broker.close()
+
+
+def job(job_id: str | None = None) -> Job:
+    now = utcnow()
+    return Job(
+        id=job_id or new_id("job"),
+        status=JobStatus.QUEUED,
+        kind="chat.completions",
+        model="mock-model",
+        request={"messages": [{"role": "user", "content": "hi"}]},
+        attempts=0,
+        calls=0,
+        priority=5,
+        created_at=now,
+        queued_at=now,
+        cancel_requested=False,
+        owner_key="master",
+        cached=False,
+    )
+
+
+def test_a_burst_is_stored_and_published_once_in_few_commits(
+    parts: tuple[Intake, sessionmaker[Session], Broker, list[int]],
 ) -> None:
-    with clean_fleet.client() as client:
-        response = client.post("/v1/jobs", json=body)
-    assert response.status_code == 400
-    error = response.json()["error"]
-    assert error["type"] == "invalid_request_error"
-    assert error["param"].startswith(param)
-    assert param in error["message"]
-    assert job_count(clean_fleet) == 0
+    intake, sessions, broker, commits = parts
+    # Given 200 jobs handed over from 50 threads at once
+    jobs = [job() for _ in range(200)]
+    with ThreadPoolExecutor(50) as pool:
+        list(pool.map(lambda j: intake.store(j).result(timeout=30), jobs))
+    # Then every one is stored, marked published and has one message waiting
+    ids = {j.id for j in jobs}
+    with sessions() as session:
+        rows = session.scalars(select(Job).where(Job.id.in_(ids))).all()
+    assert {r.id for r in rows} == ids
+    assert all(r.published_at is not None for r in rows)
+    assert broker.waiting() == 200
+    # in groups: two commits a round (insert, mark), far fewer than two a job
+    assert len(commits) < 200, len(commits)
 
 
-def test_unknown_model_is_404_and_nothing_persisted(clean_fleet: Fleet) -> None:
-    with clean_fleet.client() as client:
-        response = client.post(
-            "/v1/jobs", json={"model": "gpt-nope", "messages": [{"role": "user", "content": "x"}]}
-        )
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "model_not_found"
-    assert "gpt-nope" in response.json()["error"]["message"]
-    assert job_count(clean_fleet) == 0
-
-
-def test_not_json_is_400_naming_the_body(clean_fleet: Fleet) -> None:
-    with clean_fleet.client() as client:
-        response = client.post(
-            "/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
-        )
-    assert response.status_code == 400
-    assert response.json()["error"]["param"] == "body"
-    assert "not valid JSON" in response.json()["error"]["message"]
-    assert job_count(clean_fleet) == 0
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [
-        {},
-        {"Authorization": "Bearer wrong-key"},
-        {"Authorization": "Basic abc"},
-        {"Authorization": "Bearer"},
-    ],
-)
-def test_missing_or_wrong_key_is_401(clean_fleet: Fleet, headers: dict[str, str]) -> None:
-    body = {"model": "mock-model", "messages": [{"role": "user", "content": "x"}]}
-    for method, path in (("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/job_x")):
-        response = httpx.request(method, clean_fleet.api_url + path, headers=headers, json=body)
-        assert response.status_code == 401, (method, path)
-        assert response.json()["error"]["code"] == "invalid_api_key"
-    assert job_count(clean_fleet) == 0
-
-
-def test_unknown_job_is_404(clean_fleet: Fleet) -> None:
-    with clean_fleet.client() as client:
-        assert client.get("/v1/jobs/job_missing").status_code == 404
-        assert client.delete("/v1/jobs/job_missing").status_code == 404
-
-
-def test_health_readiness_and_openapi(clean_fleet: Fleet) -> None:
-    assert httpx.get(clean_fleet.api_url + "/healthz").json() == {"status": "ok"}
-    ready = httpx.get(clean_fleet.api_url + "/readyz").json()
-    assert ready["checks"] == {"database": "ok", "redis": "ok"}
-    spec = httpx.get(clean_fleet.api_url + "/openapi.json").json()
-    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/chat/completions"} <= set(spec["paths"])
+def test_a_row_the_database_refuses_fails_alone(
+    database: tuple[str, Engine],
+    parts: tuple[Intake, sessionmaker[Session], Broker, list[int]],
+) -> None:
+    _, engine = database
+    intake, sessions, broker, _ = parts
+    taken = job()
+    intake.store(taken).result(timeout=30)
+    # Given a group in which one row repeats a stored job's id, handed over while the
+    # writer waits for a lock on the table, so that it takes them in one round
+    group = [job() for _ in range(5)] + [job(taken.id)] + [job() for _ in range(5)]
+    with engine.connect() as locker:
+        locker.execute(text("LOCK TABLE jobs IN EXCLUSIVE MODE"))
+        blocked = intake.store(job())
+        futures = [intake.store(j) for j in group]
+        time.sleep(0.3)
+        assert not blocked.done()
+        locker.commit()
+    # Then that one fails with the database's refusal, and the others are stored and
+    # published
+    blocked.result(timeout=30)
+    outcomes = [f.exception(timeout=30) for f in futures]
+    assert [o is None for o in outcomes] == [True] * 5 + [False] + [True] * 5
+    assert isinstance(outcomes[5], IntegrityError)
+    fine = {j.id for j in group} - {taken.id}
+    with sessions() as session:
+        stored = set(session.scalars(select(Job.id).where(Job.id.in_(fine))))
+    assert stored == fine
+    assert broker.waiting() == 2 + len(fine)

@@ -1,0 +1,141 @@
+"""Accepted jobs stored and published in groups, by one writer thread per API process.
+
+A request checks its key and admits its job itself (a refusal is its own answer), then
+hands the row to the writer and waits. The writer takes every row handed over since its
+last round and, for all of them at once: inserts them in one transaction, publishes
+their execute messages, and marks the published ones in one more transaction. That is
+two commits a round instead of two a job (on SQLite each commit is a sync to disk, and
+one writer at a time), and no request waits on another's commit in the database's lock.
+
+Each job keeps the order that makes the row the truth: persisted, then published, then
+marked. A publish that fails leaves its job queued and unmarked, for the sweeper to
+publish; a mark that fails only costs the sweeper a duplicate message, which the claim
+turns away. When a group's insert fails, each of its rows is tried on its own, so a row
+the database refuses fails its own request only; a database that is down fails each
+(the error handler answers 503).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.tables import Job, utcnow
+from producer_api import transactions
+from producer_api.publish import Publisher
+
+__all__ = ["Intake"]
+
+log = logging.getLogger(__name__)
+
+#: Rows stored in one round, at most.
+MAX_GROUP = 500
+#: How long `close` waits for the rows handed over to be stored.
+CLOSE_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Handed:
+    job: Job
+    done: Future[None]
+
+
+class Intake:
+    def __init__(self, sessions: sessionmaker[Session], publisher: Publisher) -> None:
+        self._sessions = sessions
+        self._publisher = publisher
+        self._queue: queue.SimpleQueue[_Handed | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="llmfleet-intake", daemon=True)
+        self._thread.start()
+
+    def store(self, job: Job) -> Future[None]:
+        """Hand `job` (a new, queued row) over: the future is done once it is stored
+        (and published, or left for the sweeper), or holds why it could not be stored."""
+        done: Future[None] = Future()
+        self._queue.put(_Handed(job, done))
+        return done
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(CLOSE_TIMEOUT_S)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
+            while len(group) < MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            try:
+                self._round(group)
+            except BaseException as exc:  # never lose the thread: each request hears why
+                for handed in group:
+                    if not handed.done.done():
+                        handed.done.set_exception(exc)
+            if stop:
+                return
+
+    def _round(self, group: list[_Handed]) -> None:
+        stored = self._insert(group)
+        published = [
+            h.job for h in stored if self._publisher.publish_execute(h.job.id, h.job.priority)
+        ]
+        self._mark_published(published)
+        for handed in stored:
+            handed.done.set_result(None)
+
+    def _insert(self, group: list[_Handed]) -> list[_Handed]:
+        """The rows of `group` that are stored; the others' futures hold their error."""
+        try:
+            transactions.add_all(self._sessions, [h.job for h in group])
+            return group
+        except Exception as exc:
+            if len(group) == 1 or transactions.is_transient(exc):  # the database's, not a row's
+                for handed in group:
+                    handed.done.set_exception(exc)
+                return []
+        stored = []
+        for handed in group:  # one at a time: a row the database refuses fails alone
+            try:
+                transactions.add_all(self._sessions, [handed.job])
+            except Exception as exc:
+                handed.done.set_exception(exc)
+            else:
+                stored.append(handed)
+        return stored
+
+    def _mark_published(self, jobs: list[Job]) -> None:
+        """Only saves the sweeper a publish: should it fail, the jobs are still accepted,
+        and the sweeper publishes them again (a duplicate delivery, which the claim
+        turns away)."""
+        if not jobs:
+            return
+        published = utcnow()
+        try:
+            with self._sessions.begin() as session:
+                session.execute(
+                    update(Job)
+                    .where(Job.id.in_([job.id for job in jobs]))
+                    .values(published_at=published)
+                    .execution_options(synchronize_session=False)
+                )
+        except Exception as exc:  # the jobs are accepted all the same
+            log.warning("%d job(s) published but not marked so: %s", len(jobs), type(exc).__name__)
+            return
+        for job in jobs:
+            job.published_at = published
