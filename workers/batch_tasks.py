@@ -12,6 +12,7 @@ from workers import batches
 from workers.admission import lines_per_message
 from workers.celery_app import app, publish_webhook
 from workers.fleet_lock import fleet_lock
+from workers.tasks import republish_if_redis_lost
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ def batch_tick() -> int:
     with fleet_lock(ctx.redis, BATCH_TICK_LOCK, BATCH_TICK_LOCK_TTL_MS) as held:
         if not held:
             return 0  # another tick is running
+        # A Redis that lost its data lost messages: sent again before the queue is counted
+        republish_if_redis_lost(ctx, "batch tick")
         expired = batches.expire_due(ctx.sessions)
         batches.release_lapsed(ctx.sessions)
         per_message = lines_per_message(

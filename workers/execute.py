@@ -5,6 +5,7 @@ Plain functions with no Celery import; `workers.tasks` wraps them thinly."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -173,7 +174,8 @@ async def _calls(ctx: WorkerContext, run: JobRun) -> Ran:
             raise
         except Exception as exc:
             result = crashes.after_crash(claimed, exc, run.records, ctx.rng)
-        run.settle(result)
+        if run.cache is not None:  # blocking Redis: off the loop
+            await asyncio.to_thread(run.settle, result)
         return Ran(claimed, result, run.records)
 
 

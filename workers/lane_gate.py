@@ -13,6 +13,13 @@ message that arrives all the same (taken just before the pause, or pushed ahead 
 RabbitMQ) is sent back to its queue rather than wait (`execute.execute_job`,
 `execute.execute_lines`).
 
+The consumer's prefetch (messages it may hold unacknowledged) is bounded by the lane
+too: about a lane's worth of batch messages (`-c` over the lines per message, at least
+2), not `-c` messages of up to that many lines each. A worker acknowledges a message
+within milliseconds, once it has claimed its jobs, so the bound costs no throughput, and
+RabbitMQ, which pushes a consumer as many messages as its prefetch allows, stops pushing
+a worker lines it would only send back.
+
 The gate runs in the consumer's thread (a bootstep; kombu's consumer is not
 thread-safe): the lane's slots tell it of a change of side through a pipe that the
 consumer's event loop watches. It resumes only what it paused: a queue cancelled by an
@@ -21,6 +28,7 @@ operator (`celery control cancel_consumer`) stays cancelled."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +66,8 @@ class LaneGate:
             _Gate((QUEUE_BATCH,), lines_per_message, min(size, 2 * lines_per_message)),
             _Gate((QUEUE_NORMAL, QUEUE_LOW), 1, min(size, max(2, size // 20))),
         )
+        #: The consumer's prefetch count: a lane's worth of batch messages.
+        self.prefetch = max(2, math.ceil(size / lines_per_message))
         self._consumer: Any = None
         #: The queues this gate stopped consuming (an operator's cancel is left alone).
         self._paused: set[str] = set()
@@ -119,11 +129,14 @@ class LaneGate:
 
 
 class GateStep(bootsteps.StartStopStep):
-    """Attaches the process's gate, if it has one (calls on the loop), to the consumer."""
+    """Attaches the process's gate, if it has one (a worker's), to the consumer."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def start(self, c: Any) -> None:
         gate = getattr(c.app, "lane_gate", None)
         if gate is not None:
+            # After Tasks.start, on every (re)connection: its count is Celery's `-c`.
+            c.initial_prefetch_count = c.qos.value = gate.prefetch
+            c.qos.update()
             gate.attach(c)

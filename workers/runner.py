@@ -6,6 +6,7 @@ an Outcome to store or a Deferral; writes nothing itself."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Coroutine
@@ -298,7 +299,10 @@ class JobRun:
             response=result.response,
             usage=usage,
         )
-        return hooks.after_call(self.ctx.hooks, self.claim, success)
+        if not self.ctx.hooks.post_call:
+            return success
+        # The fleet's own code, which may block: on a thread, never on the loop.
+        return await asyncio.to_thread(hooks.after_call, self.ctx.hooks, self.claim, success)
 
     def _give_up(self, waits: list[Deferral]) -> Outcome | Deferral:
         """Every group and fallback is done for this claim. A group out of capacity

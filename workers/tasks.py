@@ -22,6 +22,7 @@ from workers.accounting.post_call import unbilled_claims
 from workers.celery_app import app, publish_execute, publish_webhook
 from workers.crashes import TRANSIENT
 from workers.execute import SendOn, execute_job, execute_lines
+from workers.resources import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +117,23 @@ def webhook(self: Task, delivery_id: str) -> None:
         self.apply_async(args=[delivery_id], countdown=min(delay, webhooks.MAX_BACKOFF_SECONDS))
 
 
+def republish_if_redis_lost(ctx: WorkerContext, who: str) -> int:
+    """When a Redis of the fleet lost its data (or is new), and with it messages and
+    wake-ups: publish again every queued job (workers.recovery). Checked by the sweep
+    and by every batch tick; the first to find the marker gone does it."""
+    if not recovery.epoch_lost(ctx.epoch_clients()):
+        return 0
+    recovered = recovery.republish_queued(ctx.sessions, ctx.delayed, publish_execute)
+    log.warning("%s: Redis has no epoch marker; re-published %d queued job(s)", who, recovered)
+    return recovered
+
+
 @app.task(name=SWEEP_TASK)
 def sweep() -> int:
     """Re-publish jobs and webhooks whose message may have been lost (see
     workers.recovery, jobstore.requeue_stale and webhooks.requeue_lost)."""
     ctx = app.get_context()
-    recovered = 0
-    if recovery.epoch_lost(ctx.epoch_clients()):
-        # Redis lost its data (or this fleet's Redis is new): messages and wake-ups with it.
-        recovered = recovery.republish_queued(ctx.sessions, ctx.delayed, publish_execute)
-        log.warning("sweep: Redis has no epoch marker; re-published %d queued job(s)", recovered)
+    recovered = republish_if_redis_lost(ctx, "sweep")
     stale = jobstore.requeue_stale(ctx.sessions)
     for job_id, priority in stale:
         execute.apply_async(args=[job_id], queue=queue_for_priority(priority))

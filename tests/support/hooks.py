@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from workers.hooks import HookJob, HookRejected
@@ -24,6 +25,16 @@ def shout(response: dict[str, Any], job: HookJob) -> dict[str, Any]:
         message = choice.get("message") or {}
         if isinstance(message.get("content"), str):
             message["content"] = message["content"].upper()
+    return response
+
+
+#: The names of the threads `where_am_i` ran on.
+THREADS: list[str] = []
+
+
+def where_am_i(response: dict[str, Any], job: HookJob) -> dict[str, Any]:
+    """Post-call: note the thread it runs on."""
+    THREADS.append(threading.current_thread().name)
     return response
 
 

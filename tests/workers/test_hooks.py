@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from models.fleet_config import ConfigError
 from models.llmfleet_settings import LlmfleetSettings
 from models.tables import JobStatus
+from tests.conftest import migrated_database
 from tests.support import hooks as test_hooks
+from tests.support.core import CoreFactory, deployment, ok
 from workers.hooks import HookJob, after_call, before_call, load_hooks
 from workers.hooks_examples import REDACTED_EMAIL, redact_emails
 from workers.jobstore import Claim, Outcome
@@ -105,3 +109,23 @@ def test_redact_emails_covers_parts_and_embeddings_input() -> None:
     embed = redact_emails({"input": ["a@b.io says hi", "no address"]}, JOB)
     assert embed["input"] == [f"{REDACTED_EMAIL} says hi", "no address"]
     assert redact_emails({"input": "not an email: a@b"}, JOB)["input"] == "not an email: a@b"
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[tuple[str, Engine]]:
+    with migrated_database("llmfleet_test_hooks") as db:
+        yield db
+
+
+def test_a_post_call_hook_runs_off_the_event_loop(core: CoreFactory) -> None:
+    # Given a worker whose fleet config names a post-call hook (user code, which may
+    # block)
+    c = core({"a": [ok]}, [deployment("main", "a")])
+    c.ctx.hooks = hooks(post=["tests.support.hooks:where_am_i"])
+    test_hooks.THREADS.clear()
+    # When a job succeeds
+    job = c.run()
+    # Then the hook ran, on a thread of its own: the loop's calls never wait for it
+    assert job.status == JobStatus.SUCCEEDED
+    assert len(test_hooks.THREADS) == 1
+    assert test_hooks.THREADS[0] != "llmfleet-loop"
