@@ -47,6 +47,7 @@ from models.db import make_engine
 RESULTS = REPO / "bench" / "results"
 BENCH_DB = "llmfleet_bench_sync"
 PEER_BIN = os.environ.get("BENCH_PEER_BIN", str(REPO / ".bench-venv" / "bin"))
+PROXY_KEY = "sk-" + "5f0e3c9a7b2d4e6f8a1c3b5d7e9f0a2b" * 2
 BODY = {"model": "mock-model", "messages": [{"role": "user", "content": "How far is the moon?"}]}
 
 
@@ -99,8 +100,9 @@ def procs(*pids: int) -> Callable[[], list[psutil.Process]]:
 
 @contextlib.contextmanager
 def proxy(mock_url: str, log_dir: Path) -> Iterator[tuple[str, int]]:
-    """LiteLLM's proxy, one process, routing `mock-model` to the mock; no database, no
-    key, its logging and telemetry off (its best setting for this)."""
+    """LiteLLM's proxy, one process, routing `mock-model` to the mock; no database, a
+    master key (it refuses to start without one), its logging and telemetry off (its
+    best setting for this)."""
     from tests.support.processes import free_port, http_ok
 
     config = log_dir / "litellm.yaml"
@@ -118,6 +120,7 @@ def proxy(mock_url: str, log_dir: Path) -> Iterator[tuple[str, int]]:
                     }
                 ],
                 "litellm_settings": {"telemetry": False, "set_verbose": False},
+                "general_settings": {"master_key": PROXY_KEY},
             }
         )
     )
@@ -125,6 +128,7 @@ def proxy(mock_url: str, log_dir: Path) -> Iterator[tuple[str, int]]:
     argv = [f"{PEER_BIN}/litellm", "--config", str(config), "--port", str(port)]
     argv += ["--num_workers", "1"]
     env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
+    env["LITELLM_MASTER_KEY"] = PROXY_KEY
     with (log_dir / "litellm.log").open("wb") as sink:
         popen = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -178,9 +182,8 @@ def run(args: argparse.Namespace, log_dir: Path) -> list[dict[str, Any]]:
         if not args.skip_proxy:
             with proxy(mock_url, log_dir) as (url, pid):
                 for concurrency, requests in cases:
-                    row = measure(
-                        url, "none", {"proxy": CpuMeter(procs(pid))}, requests, concurrency
-                    )
+                    meters = {"proxy": CpuMeter(procs(pid))}
+                    row = measure(url, PROXY_KEY, meters, requests, concurrency)
                     rows.append({"path": "litellm-proxy", "concurrency": concurrency, **row})
         engine.dispose()
     direct = {r["concurrency"]: r["p50_ms"] for r in rows if r["path"] == "direct"}

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.grouping import take_group
 from models.tables import Job, utcnow
 from producer_api import transactions
 from producer_api.publish import Publisher
@@ -70,17 +71,7 @@ class Intake:
             first = self._queue.get()
             if first is None:
                 return
-            group = [first]
-            stop = False
-            while len(group) < MAX_GROUP:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                group.append(more)
+            group, stop = take_group(self._queue, first, MAX_GROUP)
             try:
                 self._round(group)
             except BaseException as exc:  # never lose the thread: each request hears why

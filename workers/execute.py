@@ -15,6 +15,7 @@ from models.logging_setup import bind_log_context
 from models.tables import JobStatus, utcnow
 from workers import crashes, jobstore, metrics
 from workers.admission import Slots
+from workers.claimer import Claimer
 from workers.resources import WorkerContext
 from workers.run_store import Ran, job_log
 from workers.runner import JobRun
@@ -54,8 +55,9 @@ def execute_job(
         send_on([job_id])
         log.info("job %s: no room here, sent on", job_id)
         return _done(None)
+    claimer = ctx.interactive_claimer if lane is ctx.admission.interactive else ctx.claimer
     try:
-        claimed = _claim_one(ctx, job_id)
+        claimed = _claim_one(claimer, job_id)
     except BaseException:
         lane.give()
         raise
@@ -65,8 +67,9 @@ def execute_job(
     return _hand_over(ctx, claimed, publish_webhook, lane.give)
 
 
-def _claim_one(ctx: WorkerContext, job_id: str) -> jobstore.Claim | None:
-    claimed = jobstore.claim(ctx.sessions, job_id, lease_seconds=ctx.settings.lease_seconds)
+def _claim_one(claimer: Claimer, job_id: str) -> jobstore.Claim | None:
+    claims = claimer.claim([job_id])
+    claimed = claims[0] if claims else None
     if claimed is None:
         log.info("job %s: not claimable (done, running elsewhere or cancelled)", job_id)
         return None
@@ -128,7 +131,7 @@ def _claim(ctx: WorkerContext, wave: list[str], slots: Slots) -> list[jobstore.C
     if not wave:
         return []
     try:
-        claims = jobstore.claim_many(ctx.sessions, wave, lease_seconds=ctx.settings.lease_seconds)
+        claims = ctx.claimer.claim(wave)
     except BaseException:
         slots.give(len(wave))
         raise

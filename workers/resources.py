@@ -20,6 +20,7 @@ from models.settings import WorkerSettings
 from workers.accounting.billing import PayerCache
 from workers.admission import Admission
 from workers.calls import Calls
+from workers.claimer import Claimer
 from workers.delayed import DelayedJobs
 from workers.event_loop import EventLoop, client_shards
 from workers.hooks import Hooks, load_hooks
@@ -68,12 +69,18 @@ class WorkerContext:
     publish_post_call: Callable[[str, int], None] = field(default=_no_post_call_publisher)
     #: Pre- and post-call hooks of the fleet config, imported at start.
     hooks: Hooks = field(default_factory=Hooks)
+    #: The threads that claim jobs for the tasks, several messages' at once: one per
+    #: lane, so that an interactive claim never waits behind a wave of batch lines'.
+    claimer: Claimer = field(init=False)
+    interactive_claimer: Claimer = field(init=False)
     #: The thread that stores what the runs on the loop came to (workers.writer).
     writer: EndWriter = field(init=False)
 
     def __post_init__(self) -> None:
         from workers.run_store import store  # run_store needs this module's WorkerContext
 
+        self.claimer = Claimer(self.sessions, self.settings.lease_seconds)
+        self.interactive_claimer = Claimer(self.sessions, self.settings.lease_seconds)
         self.writer = EndWriter(lambda runs, publish: store(self, runs, publish), self.leases)
 
     def epoch_clients(self) -> list[Redis]:
@@ -85,6 +92,8 @@ class WorkerContext:
         if not self.writer.drain(DRAIN_TIMEOUT_S):
             log.warning("shutting down with runs in flight: their leases will lapse")
         self.writer.close()
+        self.claimer.close()
+        self.interactive_claimer.close()
         self.leases.stop()
         self.calls.close()
         self.http.close()

@@ -22,6 +22,7 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from models.grouping import take_group
 from models.tables import JobStatus
 from workers.jobstore import Claim
 from workers.leases import Leases
@@ -91,16 +92,9 @@ class EndWriter:
             first = self._queue.get()
             if first is None:
                 return
-            group = [first]
-            while len(group) < MAX_GROUP:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # stop after this group
-                    break
-                group.append(more)
+            group, stop = take_group(self._queue, first, MAX_GROUP)
+            if stop:
+                self._queue.put(None)  # stop after this group
             try:
                 self._store_group(group)
             finally:

@@ -204,5 +204,7 @@ def core_factory(url: str, engine: Engine, state: redis.Redis) -> Iterator[CoreF
     finally:
         for ctx in built:
             ctx.writer.close()
+            ctx.claimer.close()
+            ctx.interactive_claimer.close()
             ctx.leases.stop()
             ctx.calls.close()

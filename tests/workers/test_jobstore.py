@@ -4,10 +4,12 @@ picks."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_sessionmaker
@@ -15,6 +17,7 @@ from models.ids import new_id
 from models.tables import Batch, Job, JobStatus, WebhookDelivery, utcnow
 from tests.conftest import migrated_database
 from workers import batches, jobstore
+from workers.claimer import Claimer
 from workers.providers.base import Usage
 
 
@@ -334,3 +337,45 @@ def test_ends_stored_together_keep_their_own_fences(sessions: sessionmaker[Sessi
 
 def _in(seconds: float) -> dt.datetime:
     return utcnow() + dt.timedelta(seconds=seconds)
+
+
+def test_the_claimer_claims_several_messages_jobs_in_one_round_each_once(
+    sessions: sessionmaker[Session], engine: Engine
+) -> None:
+    # Given messages asking for claims while the claimer waits for a lock on the table:
+    # three jobs each, one job asked for by two of them, and a job already done
+    done = add_job(sessions, status=JobStatus.SUCCEEDED)
+    asks = [[add_job(sessions) for _ in range(3)] for _ in range(4)]
+    asks[3][0] = asks[0][1]  # a second message of the same job
+    asks[2][2] = done
+    claimer = Claimer(sessions, lease_seconds=60)
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    try:
+        with engine.connect() as locker:
+            locker.execute(text("LOCK TABLE jobs IN EXCLUSIVE MODE"))
+            with ThreadPoolExecutor(len(asks) + 1) as pool:
+                first = pool.submit(claimer.claim, [asks[0][0]])
+                time.sleep(0.2)  # the claimer's first round waits for the lock
+                event.listen(engine, "before_cursor_execute", count)
+                futures = [pool.submit(claimer.claim, ids) for ids in asks]
+                time.sleep(0.3)
+                locker.commit()
+                claimed = [f.result(timeout=30) for f in futures]
+            assert first.result(timeout=30)[0].job_id == asks[0][0]
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+        claimer.close()
+    # Then the four asks were claimed in one UPDATE; each asker got its claimable jobs in
+    # its order, the job asked for twice went to one asker only, the done one to none
+    got = [[c.job_id for c in claims] for claims in claimed]
+    assert sum("UPDATE jobs" in s for s in statements) == 1, statements
+    assert sorted(job for ids in got for job in ids) == sorted(
+        {job for ids in asks for job in ids} - {done, asks[0][0]}
+    )
+    assert sum(ids.count(asks[0][1]) for ids in got) == 1
+    for ids, mine in zip(asks, got, strict=True):
+        assert mine == [job for job in ids if job in mine]
