@@ -18,15 +18,13 @@ the database refuses fails its own request only; a database that is down fails e
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.grouping import take_group
+from models.grouping import GroupThread
 from models.tables import Job, utcnow
 from producer_api import transactions
 from producer_api.publish import Publisher
@@ -51,37 +49,27 @@ class Intake:
     def __init__(self, sessions: sessionmaker[Session], publisher: Publisher) -> None:
         self._sessions = sessions
         self._publisher = publisher
-        self._queue: queue.SimpleQueue[_Handed | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="llmfleet-intake", daemon=True)
-        self._thread.start()
+        self._thread = GroupThread("llmfleet-intake", MAX_GROUP, self._round)
 
     def store(self, job: Job) -> Future[None]:
         """Hand `job` (a new, queued row) over: the future is done once it is stored
         (and published, or left for the sweeper), or holds why it could not be stored."""
         done: Future[None] = Future()
-        self._queue.put(_Handed(job, done))
+        self._thread.put(_Handed(job, done))
         return done
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(CLOSE_TIMEOUT_S)
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group, stop = take_group(self._queue, first, MAX_GROUP)
-            try:
-                self._round(group)
-            except BaseException as exc:  # never lose the thread: each request hears why
-                for handed in group:
-                    if not handed.done.done():
-                        handed.done.set_exception(exc)
-            if stop:
-                return
+        self._thread.close(CLOSE_TIMEOUT_S)
 
     def _round(self, group: list[_Handed]) -> None:
+        try:
+            self._store(group)
+        except BaseException as exc:  # each request hears why
+            for handed in group:
+                if not handed.done.done():
+                    handed.done.set_exception(exc)
+
+    def _store(self, group: list[_Handed]) -> None:
         stored = self._insert(group)
         published = [
             h.job for h in stored if self._publisher.publish_execute(h.job.id, h.job.priority)

@@ -11,15 +11,13 @@ of its own would have: the task sends its message again (workers.tasks)."""
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.grouping import take_group
+from models.grouping import GroupThread
 from workers.jobstore import Claim, claim_many
 
 __all__ = ["Claimer"]
@@ -40,30 +38,17 @@ class Claimer:
     def __init__(self, sessions: sessionmaker[Session], lease_seconds: float) -> None:
         self._sessions = sessions
         self._lease_seconds = lease_seconds
-        self._queue: queue.SimpleQueue[_Asked | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="llmfleet-claimer", daemon=True)
-        self._thread.start()
+        self._thread = GroupThread("llmfleet-claimer", MAX_GROUP, self._round)
 
     def claim(self, job_ids: Sequence[str]) -> list[Claim]:
         """Claim what may run now of `job_ids`, with other tasks' asks; raises what the
         UPDATE raised."""
         asked = _Asked(list(job_ids), Future())
-        self._queue.put(asked)
+        self._thread.put(asked)
         return asked.claims.result()
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(CLOSE_TIMEOUT_S)
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group, stop = take_group(self._queue, first, MAX_GROUP)
-            self._round(group)
-            if stop:
-                return
+        self._thread.close(CLOSE_TIMEOUT_S)
 
     def _round(self, group: list[_Asked]) -> None:
         ids = list(dict.fromkeys(job_id for asked in group for job_id in asked.job_ids))

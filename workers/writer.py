@@ -15,14 +15,13 @@ within its outage budget (`run_store.store` waits out a lease's worth)."""
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from models.grouping import take_group
+from models.grouping import GroupThread
 from models.tables import JobStatus
 from workers.jobstore import Claim
 from workers.leases import Leases
@@ -36,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Ends stored in one transaction, at most.
 MAX_GROUP = 500
+#: How long `close` waits for the ends handed over to be stored.
+CLOSE_TIMEOUT_S = 30.0
 
 Store = Callable[[Sequence["Ran"], Callable[[str], None]], list[JobStatus | None]]
 
@@ -57,11 +58,9 @@ class EndWriter:
     def __init__(self, store: Store, leases: Leases) -> None:
         self._store = store
         self._leases = leases
-        self._queue: queue.SimpleQueue[Handed | None] = queue.SimpleQueue()
         self._open = 0
         self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="llmfleet-writer", daemon=True)
-        self._thread.start()
+        self._thread = GroupThread("llmfleet-writer", MAX_GROUP, self._round)
 
     def hand(
         self,
@@ -75,7 +74,7 @@ class EndWriter:
         handed = Handed(claimed, ran, lease, publish_webhook, after, Future())
         with self._cond:
             self._open += 1
-        ran.add_done_callback(lambda _: self._queue.put(handed))
+        ran.add_done_callback(lambda _: self._thread.put(handed))
         return handed.stored
 
     def drain(self, timeout: float) -> bool:
@@ -84,26 +83,18 @@ class EndWriter:
             return self._cond.wait_for(lambda: self._open == 0, timeout)
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        self._thread.close(CLOSE_TIMEOUT_S)
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group, stop = take_group(self._queue, first, MAX_GROUP)
-            if stop:
-                self._queue.put(None)  # stop after this group
-            try:
-                self._store_group(group)
-            finally:
-                for handed in group:
-                    self._leases.release(handed.lease)
-                    handed.after()
-                with self._cond:
-                    self._open -= len(group)
-                    self._cond.notify_all()
+    def _round(self, group: list[Handed]) -> None:
+        try:
+            self._store_group(group)
+        finally:
+            for handed in group:
+                self._leases.release(handed.lease)
+                handed.after()
+            with self._cond:
+                self._open -= len(group)
+                self._cond.notify_all()
 
     def _store_group(self, group: list[Handed]) -> None:
         runs: dict[Callable[[str], None], list[tuple[Handed, Ran]]] = {}

@@ -14,13 +14,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_sessionmaker
-from models.ids import new_id
 from models.settings import CommonSettings
-from models.tables import Job, JobStatus, utcnow
+from models.tables import Job
 from producer_api.intake import Intake
 from producer_api.publish import Publisher
 from tests.conftest import migrated_database
 from tests.support.brokers import Broker, broker_for
+from tests.support.core import queued_job
 
 BROKER_DB = 13
 
@@ -59,22 +59,7 @@ def parts(
 
 
 def job(job_id: str | None = None) -> Job:
-    now = utcnow()
-    return Job(
-        id=job_id or new_id("job"),
-        status=JobStatus.QUEUED,
-        kind="chat.completions",
-        model="mock-model",
-        request={"messages": [{"role": "user", "content": "hi"}]},
-        attempts=0,
-        calls=0,
-        priority=5,
-        created_at=now,
-        queued_at=now,
-        cancel_requested=False,
-        owner_key="master",
-        cached=False,
-    )
+    return queued_job("mock-model", job_id)
 
 
 def test_a_burst_is_stored_and_published_once_in_few_commits(

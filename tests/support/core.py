@@ -45,6 +45,7 @@ __all__ = [
     "deployment",
     "malformed",
     "ok",
+    "queued_job",
     "status",
     "timeout",
 ]
@@ -115,6 +116,27 @@ def deployment(group: str, host: str) -> dict[str, Any]:
     }
 
 
+def queued_job(model: str = "main", job_id: str | None = None, **fields: Any) -> Job:
+    """A new queued chat job's row, as the API would insert it."""
+    now = utcnow()
+    return Job(
+        id=job_id or new_id("job"),
+        status=JobStatus.QUEUED,
+        kind="chat.completions",
+        model=model,
+        request={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        attempts=0,
+        calls=0,
+        priority=5,
+        created_at=now,
+        queued_at=now,
+        cancel_requested=False,
+        owner_key="master",
+        cached=False,
+        **fields,
+    )
+
+
 @dataclass
 class Core:
     ctx: WorkerContext
@@ -123,24 +145,8 @@ class Core:
 
     def run(self, model: str = "main", **job: Any) -> Job:
         """Insert a queued job, run one delivery of it, and return its row."""
-        job_id = new_id("job")
-        now = utcnow()
-        row = Job(
-            id=job_id,
-            status=JobStatus.QUEUED,
-            kind="chat.completions",
-            model=model,
-            request={"model": model, "messages": [{"role": "user", "content": "hi"}]},
-            attempts=0,
-            calls=0,
-            priority=5,
-            created_at=now,
-            queued_at=now,
-            cancel_requested=False,
-            owner_key="master",
-            cached=False,
-            **job,
-        )
+        row = queued_job(model, **job)
+        job_id = row.id
         with self.sessions.begin() as session:
             session.add(row)
         execute.execute_job(self.ctx, job_id, lambda _delivery: None).result(timeout=120)
