@@ -102,11 +102,12 @@ def execute_lines(
     send_on: SendOn | None = None,
 ) -> None:
     """Run several jobs (a batch's lines) from one message: claim them as the general
-    lane has room, a wave per UPDATE, and hand each over; returns once every line is
-    handed over, turned away (done, cancelled, running elsewhere), or sent on
-    (`send_on`: the lines the lane has no room for go back to the queue in a message of
-    their own, rather than wait here holding a thread and the message). Each line keeps
-    its own claim, lease and fence, exactly as `execute_job` would run it."""
+    lane has room, a wave at a time (each in one UPDATE with other messages' claims:
+    workers.claimer), and hand each over; returns once every line is handed over,
+    turned away (done, cancelled, running elsewhere), or sent on (`send_on`: the lines
+    the lane has no room for go back to the queue in a message of their own, rather
+    than wait here holding a thread and the message). Each line keeps its own claim,
+    lease and fence, exactly as `execute_job` would run it."""
     lane = ctx.admission.general
     waiting = list(dict.fromkeys(job_ids))
     while waiting:
