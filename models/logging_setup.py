@@ -39,9 +39,18 @@ LogFormat = Literal["json", "text"]
 #: The job fields a line carries when they are known.
 LOG_FIELDS = ("job_id", "batch_id", "deployment", "attempt")
 HANDLER_NAME = "llmfleet"
-#: Loggers that would write a line per provider call at INFO (httpx's "HTTP Request"):
-#: the attempt is already logged with its job, so they only cost CPU.
-QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+#: Loggers that would write a line per provider call at INFO (httpx's "HTTP Request"),
+#: or two per message (Celery's "received" and "succeeded": the job's claim and end are
+#: logged with its ids; a task that fails still logs at ERROR): they only cost CPU, in
+#: the consumer's thread for the first.
+QUIET_LOGGERS = (
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "celery.worker.strategy",
+    "celery.app.trace",
+)
 #: uvicorn installs handlers of its own on these; ours (on the root) take over.
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
