@@ -25,7 +25,7 @@ import httpx
 import redis
 from celery import Celery
 
-from models import migrate
+from models import fleet_name, migrate
 from models.contract import EXECUTE_TASK, QUEUE_BATCH, broker_options
 from models.db import make_engine
 from tests.conftest import recreate_database
@@ -53,7 +53,7 @@ def naive_publish_cost(lines: int) -> int:
     client.flushdb()
     before = int(client.info("memory")["used_memory"])
     app = Celery("naive", broker=f"{REDIS_BASE}/{SCRATCH_DB}")
-    app.conf.update(broker_options(7200))
+    app.conf.update(broker_options(7200, fleet_name.current()))
     with app.producer_or_acquire() as producer:
         for i in range(lines):
             app.send_task(
@@ -101,7 +101,9 @@ def run(lines: int, seconds: float, latency: str, concurrency: int) -> dict[str,
                 until = time.monotonic() + seconds
                 while time.monotonic() < until:
                     peak_memory = max(peak_memory, int(state.info("memory")["used_memory"]))
-                    peak_depth = max(peak_depth, int(broker.llen(QUEUE_BATCH)))
+                    peak_depth = max(
+                        peak_depth, int(broker.llen(f"{fleet_name.current()}:{QUEUE_BATCH}"))
+                    )
                     time.sleep(0.5)
                 counts = http.get(f"/v1/batches/{created['id']}").json()["request_counts"]
                 done = counts["completed"] + counts["failed"]

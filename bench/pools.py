@@ -36,7 +36,7 @@ import yaml
 from celery import Celery
 from sqlalchemy import Engine, func, insert, select
 
-from models import migrate
+from models import fleet_name, migrate
 from models.contract import (
     EXECUTE_LINES_TASK,
     EXECUTE_TASK,
@@ -164,6 +164,8 @@ def run_case(
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
+        # The name this process uses for the fleet's keys (models.fleet_name).
+        "LLMFLEET_NAME": fleet_name.current(),
         "REDIS_URL": state_url,
         "BROKER_URL": broker_url,
         "LLMFLEET_WORKER_DB_POOL": str(args.db_pool),
@@ -175,7 +177,7 @@ def run_case(
     procs: list[Proc] = []
     engine = make_engine(db_url, pool_size=2)
     producer = Celery("bench-producer", broker=broker_url)
-    producer.conf.update(broker_options(7200))
+    producer.conf.update(broker_options(7200, fleet_name.current()))
     try:
         mock, mock_url = start_mock(env, log_dir, "--latency", str(args.latency))
         procs.append(mock)

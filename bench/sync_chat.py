@@ -98,6 +98,18 @@ def procs(*pids: int) -> Callable[[], list[psutil.Process]]:
     return lambda: [psutil.Process(pid) for pid in pids]
 
 
+def fleet_meters(fleet: Any, postmaster: psutil.Process | None) -> dict[str, CpuMeter]:
+    """CPU meters of a mini fleet's parts: API, workers, beat, Redis, PostgreSQL."""
+    named = {p.name: p.popen.pid for p in fleet.procs}
+    return {
+        "api": CpuMeter(procs(named["api"])),
+        "worker": CpuMeter(procs(*(w.popen.pid for w in fleet.workers))),
+        "beat": CpuMeter(procs(named["beat"])),
+        "redis": CpuMeter(redis_server),
+        "postgres": CpuMeter(postgres(postmaster)),
+    }
+
+
 @contextlib.contextmanager
 def proxy(mock_url: str, log_dir: Path) -> Iterator[tuple[str, int]]:
     """LiteLLM's proxy, one process, routing `mock-model` to the mock; no database, a
@@ -168,14 +180,7 @@ def run(args: argparse.Namespace, log_dir: Path) -> list[dict[str, Any]]:
 
         sizes = {"workers": 1, "concurrency": args.worker_c, "dbs": (5, 6)}
         with mini_fleet(log_dir, db_url, engine, config, {}, **sizes) as fleet:
-            named = {p.name: p.popen.pid for p in fleet.procs}
-            meters = {
-                "api": CpuMeter(procs(named["api"])),
-                "worker": CpuMeter(procs(*(w.popen.pid for w in fleet.workers))),
-                "beat": CpuMeter(procs(named["beat"])),
-                "redis": CpuMeter(redis_server),
-                "postgres": CpuMeter(postgres(postmaster)),
-            }
+            meters = fleet_meters(fleet, postmaster)
             for concurrency, requests in cases:
                 row = measure(fleet.api_url, MASTER_KEY, meters, requests, concurrency)
                 rows.append({"path": "fleet", "concurrency": concurrency, **row})

@@ -33,8 +33,14 @@ __all__ = [
     "Spend",
     "UsageOutbox",
     "insert_new_spend",
+    "money",
     "write_charges",
 ]
+
+
+def money(value: Decimal) -> str:
+    """An amount as plain decimal digits: "0", "0.0000125", never "0E-10"."""
+    return format(value.normalize(), "f")
 
 
 class Spend(Base):

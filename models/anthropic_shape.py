@@ -24,15 +24,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 __all__ = [
     "ERROR_TYPES",
     "STOP_REASONS",
     "AnthropicShapeError",
-    "BatchRequest",
-    "MessageBatchCreate",
     "anthropic_to_openai_request",
+    "anthropic_usage",
     "openai_error_to_anthropic",
     "openai_to_anthropic_message",
 ]
@@ -98,49 +95,57 @@ class AnthropicShapeError(ValueError):
 # --- in: Anthropic Messages params -> OpenAI chat completions -----------------------
 
 
-def anthropic_to_openai_request(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The job body for one batch request's `params`."""
-    _only(params, _TOP_LEVEL, "params")
-    if params.get("stream"):
-        raise AnthropicShapeError("params.stream", "batch requests are not streamed")
+def anthropic_to_openai_request(
+    params: Mapping[str, Any], root: str = "params", streamed: bool = False
+) -> dict[str, Any]:
+    """The job body for Anthropic Messages `params` (a batch request's, at `root`, or a
+    `POST /v1/messages` body at root ""); `stream` only where the caller is `streamed`."""
+    _only(params, _TOP_LEVEL, root)
+    if params.get("stream") and not streamed:
+        raise AnthropicShapeError(_at(root, "stream"), "batch requests are not streamed")
     body: dict[str, Any] = {
-        "model": _get(params, "model", str, "params", required=True),
-        "max_tokens": _get(params, "max_tokens", int, "params", required=True),
+        "model": _get(params, "model", str, root, required=True),
+        "max_tokens": _get(params, "max_tokens", int, root, required=True),
     }
     messages = []
-    if (system := _get(params, "system", str | list, "params")) is not None:
+    if (system := _get(params, "system", str | list, root)) is not None:
         if isinstance(system, list):
-            system = _collapse(_split(system, "params.system", "system")[0])
+            system = _collapse(_split(system, _at(root, "system"), "system")[0])
         messages.append({"role": "system", "content": system})
-    turns = _get(params, "messages", list, "params", required=True)
+    turns = _get(params, "messages", list, root, required=True)
     if not turns:
-        raise AnthropicShapeError("params.messages", "must hold at least one message")
+        raise AnthropicShapeError(_at(root, "messages"), "must hold at least one message")
     for index, turn in enumerate(turns):
-        messages.extend(_convert_turn(turn, f"params.messages[{index}]"))
+        messages.extend(_convert_turn(turn, _at(root, f"messages[{index}]")))
     body["messages"] = messages
-    if stop := _get(params, "stop_sequences", list, "params"):
+    if stop := _get(params, "stop_sequences", list, root):
         if len(stop) > MAX_STOP_SEQUENCES or not all(isinstance(s, str) for s in stop):
-            raise AnthropicShapeError("params.stop_sequences", "must be at most four strings")
+            raise AnthropicShapeError(_at(root, "stop_sequences"), "must be at most four strings")
         body["stop"] = list(stop)
     for key in ("temperature", "top_p"):
-        if (value := _get(params, key, int | float, "params")) is not None:
+        if (value := _get(params, key, int | float, root)) is not None:
             body[key] = value
-    if (tools := _get(params, "tools", list, "params")) is not None:
-        body["tools"] = [_convert_tool(tool, f"params.tools[{i}]") for i, tool in enumerate(tools)]
-    if (choice := _get(params, "tool_choice", dict, "params")) is not None:
-        body.update(_convert_tool_choice(choice, "params.tool_choice"))
-    metadata = _get(params, "metadata", dict, "params") or {}
-    _only(metadata, frozenset({"user_id"}), "params.metadata")
-    if (user := _get(metadata, "user_id", str, "params.metadata")) is not None:
+    if (tools := _get(params, "tools", list, root)) is not None:
+        path = _at(root, "tools")
+        body["tools"] = [_convert_tool(tool, f"{path}[{i}]") for i, tool in enumerate(tools)]
+    if (choice := _get(params, "tool_choice", dict, root)) is not None:
+        body.update(_convert_tool_choice(choice, _at(root, "tool_choice")))
+    metadata = _get(params, "metadata", dict, root) or {}
+    _only(metadata, frozenset({"user_id"}), _at(root, "metadata"))
+    if (user := _get(metadata, "user_id", str, _at(root, "metadata"))) is not None:
         body["user"] = user
     return body
+
+
+def _at(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _only(obj: Mapping[str, Any], allowed: frozenset[str], path: str) -> None:
     """Refuse the first key (with a non-null value) outside `allowed`."""
     for key, value in obj.items():
         if key not in allowed and value is not None:
-            raise AnthropicShapeError(f"{path}.{key}", _NOT_CARRIED)
+            raise AnthropicShapeError(_at(path, key), _NOT_CARRIED)
 
 
 def _get(obj: Mapping[str, Any], key: str, kind: Any, path: str, required: bool = False) -> Any:
@@ -148,10 +153,10 @@ def _get(obj: Mapping[str, Any], key: str, kind: Any, path: str, required: bool 
     value = obj.get(key)
     if value is None:
         if required:
-            raise AnthropicShapeError(f"{path}.{key}", "is required")
+            raise AnthropicShapeError(_at(path, key), "is required")
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise AnthropicShapeError(f"{path}.{key}", f"has the wrong type ({type(value).__name__})")
+        raise AnthropicShapeError(_at(path, key), f"has the wrong type ({type(value).__name__})")
     return value
 
 
@@ -303,7 +308,7 @@ def openai_to_anthropic_message(completion: Mapping[str, Any], model: str) -> di
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": _anthropic_usage(completion.get("usage")),
+        "usage": anthropic_usage(completion.get("usage")),
     }
 
 
@@ -336,7 +341,7 @@ def _message_id(completion: Mapping[str, Any]) -> str:
     return stable if stable.startswith("msg_") else f"msg_{stable}"
 
 
-def _anthropic_usage(usage: Any) -> dict[str, int]:
+def anthropic_usage(usage: Any) -> dict[str, int]:
     """OpenAI's `prompt_tokens` includes cache reads and writes (the fleet's
     `cache_creation_tokens`, else OpenAI's `cache_write_tokens`); `input_tokens` neither."""
     usage = usage if isinstance(usage, Mapping) else {}
@@ -367,30 +372,3 @@ def openai_error_to_anthropic(error: Mapping[str, Any]) -> dict[str, Any]:
     message = error.get("message")
     message = message if isinstance(message, str) and message else "the request failed"
     return {"type": "error", "error": {"type": kind, "message": message}}
-
-
-class BatchRequest(BaseModel):
-    """One request of a batch; `params` is checked by `anthropic_to_openai_request`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    custom_id: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
-    params: dict[str, Any]
-
-
-class MessageBatchCreate(BaseModel):
-    """`POST /v1/messages/batches`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    requests: list[BatchRequest] = Field(min_length=1, max_length=100_000)
-
-    @model_validator(mode="after")
-    def _custom_ids_unique(self) -> MessageBatchCreate:
-        seen: dict[str, int] = {}
-        for index, request in enumerate(self.requests):
-            if (first := seen.setdefault(request.custom_id, index)) != index:
-                cid = request.custom_id
-                msg = f"requests[{index}].custom_id {cid!r} duplicates requests[{first}]"
-                raise ValueError(f"{msg}; custom_id must be unique within a batch")
-        return self

@@ -126,6 +126,10 @@ def _parse_line(
         first = exc.errors()[0]
         param = "body." + ".".join(str(p) for p in first["loc"])
         return LineError("invalid_body", f"{param}: {first['msg']}", number, param)
+    if body.get("stream"):
+        return LineError(
+            "invalid_body", "body.stream: batch requests are not streamed", number, "body.stream"
+        )
     model = str(body["model"])
     if model_allowed is not None and not model_allowed(model):
         message = f"this API key may not use the model {model!r}"

@@ -21,7 +21,15 @@ from sqlalchemy.orm import Session
 from models import redis_keys as rk
 from models.accounting import Budget, Spend
 
-__all__ = ["BudgetDenial", "Counter", "add_spend", "budgets_for", "check_budgets", "period_bounds"]
+__all__ = [
+    "BudgetDenial",
+    "Counter",
+    "add_spend",
+    "budgets_for",
+    "check_budgets",
+    "period_bounds",
+    "spent_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +101,13 @@ def _spent(session: Session, counter: Counter, budget: Budget, now: dt.datetime)
     value = Decimal(total or 0)
     counter.set(key, str(value), px=_ttl_ms(end, now), nx=True)
     return value
+
+
+def spent_of(
+    session: Session, counter: Counter, budgets: list[Budget], now: dt.datetime
+) -> list[tuple[Budget, Decimal]]:
+    """Each budget with its spend of the current period."""
+    return [(budget, _spent(session, counter, budget, now)) for budget in budgets]
 
 
 def check_budgets(

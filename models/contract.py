@@ -17,6 +17,7 @@ __all__ = [
     "POST_CALL_TASK",
     "QUEUES",
     "QUEUE_BATCH",
+    "QUEUE_BATCH_TICK",
     "QUEUE_HIGH",
     "QUEUE_LOW",
     "QUEUE_NORMAL",
@@ -56,8 +57,12 @@ QUEUE_LOW = "llmfleet.low"
 QUEUE_BATCH = "llmfleet.batch"
 #: Consumed in this order: a worker takes from the first non-empty queue.
 QUEUES = (QUEUE_HIGH, QUEUE_NORMAL, QUEUE_LOW, QUEUE_BATCH)
-#: What a worker consumes by default: the execute queues, then post-call work.
-WORKER_QUEUES = (*QUEUES, QUEUE_POST_CALL)
+#: Batch ticks (dispatching lines, writing output files): a queue of their own, so that
+#: a worker for some execute queues only (`--queues llmfleet.high`) never runs them.
+QUEUE_BATCH_TICK = "llmfleet.batch_tick"
+#: What a worker consumes by default: the execute queues (the ticks, small and once a
+#: second, right after interactive work), then post-call work.
+WORKER_QUEUES = (QUEUE_HIGH, QUEUE_BATCH_TICK, *QUEUES[1:], QUEUE_POST_CALL)
 #: Webhooks report work already done: short sends that should not wait behind a backlog.
 WEBHOOK_QUEUE = QUEUE_HIGH
 
@@ -82,17 +87,21 @@ def queue_for_priority(priority: int, batch: bool = False) -> str:
     return QUEUE_LOW
 
 
-def broker_options(visibility_timeout: int) -> dict[str, Any]:
+def broker_options(visibility_timeout: int, fleet: str) -> dict[str, Any]:
     """Celery settings that producer and workers must share.
 
     `queue_order_strategy=priority` makes Redis BRPOP the queues in QUEUES order, so
     interactive work overtakes background work; the visibility timeout must exceed the
-    longest job or Redis redelivers a running job's message.
+    longest job or Redis redelivers a running job's message. On Redis every key of the
+    broker starts with the fleet's name (`fleet`, models.fleet_name), so fleets sharing
+    a Redis database keep their queues apart (AMQP ignores the option: there, a vhost
+    per fleet).
     """
     return {
         "broker_transport_options": {
             "visibility_timeout": visibility_timeout,
             "queue_order_strategy": "priority",
+            "global_keyprefix": f"{fleet}:",
         },
         "task_serializer": "json",
         "accept_content": ["json"],

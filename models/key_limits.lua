@@ -6,7 +6,8 @@
 --   score = the job's deadline ms).
 -- ARGV[1] = "admit": job id, rpm, tpm, max parallel jobs (each 0 = unlimited), estimated
 --   tokens, active-until ms, rpm window ms, tpm window ms, tpm key ttl ms.
---   Returns {1, now_ms} when admitted (and counted), else
+--   Returns {1, now_ms, jobs in the rpm window, oldest of them ms, tokens of the minute,
+--   the minute's end ms} when admitted (and counted), else
 --   {0, limit name, retry-after ms, limit, used} with nothing counted.
 -- ARGV[1] = "settle": job id, token correction (actual - estimate), tpm window ms,
 --   tpm key ttl ms. Frees the job's parallel slot and adds the correction to the
@@ -63,4 +64,5 @@ redis.call('ZADD', active_key, active_until, job)
 if redis.call('PTTL', active_key) < active_until - now then
   redis.call('PEXPIRE', active_key, active_until - now)
 end
-return {1, now}
+local oldest = redis.call('ZRANGE', rpm_key, 0, 0, 'WITHSCORES')
+return {1, now, requests + 1, tonumber(oldest[2]), used + est, (minute + 1) * tpm_window}

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from models import redis_keys as rk
 from models.tenancy import KeyGrant
 
-__all__ = ["KeyLimiter", "Refusal"]
+__all__ = ["Headroom", "KeyLimiter", "Refusal", "refusal_headers"]
 
 
 @functools.cache
@@ -42,6 +42,53 @@ class Refusal:
     retry_after_s: float
     value: int
     used: int
+
+
+@dataclass(frozen=True, slots=True)
+class Headroom:
+    """A key's limits after a job was admitted: what is left of each, and when the
+    window frees up (OpenAI's `x-ratelimit-*` headers)."""
+
+    rpm: int | None
+    rpm_used: int
+    rpm_reset_s: float
+    tpm: int | None
+    tpm_used: int
+    tpm_reset_s: float
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI's rate-limit headers for the limits the key has."""
+        out: dict[str, str] = {}
+        if self.rpm:
+            out |= _limit_headers("requests", self.rpm, self.rpm_used, self.rpm_reset_s)
+        if self.tpm:
+            out |= _limit_headers("tokens", self.tpm, self.tpm_used, self.tpm_reset_s)
+        return out
+
+
+def _limit_headers(kind: str, limit: int, used: int, reset_s: float) -> dict[str, str]:
+    return {
+        f"x-ratelimit-limit-{kind}": str(limit),
+        f"x-ratelimit-remaining-{kind}": str(max(0, limit - used)),
+        f"x-ratelimit-reset-{kind}": _duration(reset_s),
+    }
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: "1s", "6m0s", "350ms"."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
+
+
+def refusal_headers(refusal: Refusal) -> dict[str, str]:
+    """The rate-limit headers of a refused job: the refusing limit has nothing left."""
+    if refusal.limit == "rpm":
+        return _limit_headers("requests", refusal.value, refusal.value, refusal.retry_after_s)
+    if refusal.limit == "tpm":
+        return _limit_headers("tokens", refusal.value, refusal.value, refusal.retry_after_s)
+    return {}
 
 
 class ScriptClient(Protocol):
@@ -70,6 +117,13 @@ class KeyLimiter:
         self, grant: KeyGrant, job_id: str, estimate: int, active_until: dt.datetime
     ) -> Refusal | None:
         """Count the job against the key's limits, or say which one refuses it."""
+        result = self.check(grant, job_id, estimate, active_until)
+        return result if isinstance(result, Refusal) else None
+
+    def check(
+        self, grant: KeyGrant, job_id: str, estimate: int, active_until: dt.datetime
+    ) -> Refusal | Headroom:
+        """`admit`, saying what is left of the limits when the job is admitted."""
         result: list[Any] = self._script(
             keys=rk.key_limit_keys(grant.key_id),
             args=[
@@ -86,7 +140,15 @@ class KeyLimiter:
             ],
         )
         if int(result[0]) == 1:
-            return None
+            now, requests, oldest, tokens, minute_end = (int(v) for v in result[1:6])
+            return Headroom(
+                grant.rpm,
+                requests,
+                (oldest + self._rpm_window_ms - now) / 1000,
+                grant.tpm,
+                tokens,
+                (minute_end - now) / 1000,
+            )
         name = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
         return Refusal(name, int(result[2]) / 1000, int(result[3]), int(result[4]))
 

@@ -123,6 +123,15 @@ class MockConfig(BaseModel):
     reply: str = Field(
         default="echo", description="'echo' echoes the last user message; else this fixed text."
     )
+    stream_chunks: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Content chunks of a streamed reply (its words, cycled); none = one a word.",
+    )
+    stream_interval: float = Field(
+        default=0.0, ge=0.0, le=60.0, description="Seconds between two chunks of a stream."
+    )
 
     @field_validator("latency")
     @classmethod

@@ -6,6 +6,8 @@ about a deployment's health lives in a worker's memory.
 
 from __future__ import annotations
 
+from models import fleet_name
+
 __all__ = [
     "AIMD_TTL_MS",
     "BATCH_TICK_LOCK",
@@ -20,29 +22,42 @@ __all__ = [
     "ENTITLEMENT_TRACKED",
     "ENTITLEMENT_UNKNOWN_TTL_S",
     "FAILS_WINDOW_MS",
+    "JOB_CANCEL_TTL_S",
     "JOB_EVENTS_CHANNEL",
+    "JOB_STREAM_MAXLEN",
+    "JOB_STREAM_TTL_AFTER_END_S",
+    "JOB_STREAM_TTL_S",
     "KEY_RPM_WINDOW_MS",
     "KEY_TPM_KEY_TTL_MS",
     "KEY_TPM_WINDOW_MS",
     "LAGO_DRAIN_LOCK",
     "LAGO_DRAIN_LOCK_TTL_MS",
     "LATENCY_TTL_MS",
+    "RELAY_POKE_MAXLEN",
+    "RELAY_POKE_TTL_S",
     "RPM_WINDOW_MS",
     "THROTTLED_RECENTLY_MS",
     "TPM_KEY_TTL_MS",
     "TPM_WINDOW_MS",
     "budget_alert",
     "budget_counter",
+    "budget_hold",
+    "budget_reserved",
     "cache_keys",
     "deployment_keys",
     "entitlement_customer_holds",
     "entitlement_subscription_holds",
     "entitlement_view",
     "entitlement_wallet",
+    "job_cancel",
+    "job_stream",
     "key_limit_keys",
+    "relay_pokes",
 ]
 
-PREFIX = "llmfleet"
+#: Every key of the fleet's state starts with it (models.fleet_name), read once when
+#: the process first imports this module: a fleet's processes share one name.
+PREFIX = f"llmfleet:{fleet_name.current()}"
 
 #: Pub/sub channel on which workers announce a job's end (payload: the job id), so
 #: long-polling API requests wake without polling the database.
@@ -65,6 +80,17 @@ def budget_counter(budget_id: str, period_start: int) -> str:
 def budget_alert(budget_id: str, period_start: int) -> str:
     """Set once the soft limit has been reported for the period."""
     return f"{PREFIX}:budget-alert:{budget_id}:{period_start}"
+
+
+def budget_reserved(budget_id: str, period_start: int) -> str:
+    """Cost reserved by jobs in flight against a budget's period: a sorted set of job ids
+    (score: when the reservation lapses), their amounts in the hash `<key>:amounts`."""
+    return f"{PREFIX}:budget-reserved:{budget_id}:{period_start}"
+
+
+def budget_hold(job_id: str) -> str:
+    """The reservation sets a job holds, so that its end releases them all."""
+    return f"{PREFIX}:budget-hold:{job_id}"
 
 
 #: One Lago drain at a time across the fleet.
@@ -172,3 +198,37 @@ def cache_keys(owner: str, digest: str) -> list[str]:
     """The cached response and the single-flight lock of one normalized request."""
     base = f"{PREFIX}:cache:{{{owner}:{digest}}}"
     return [f"{base}:value", f"{base}:lock"]
+
+
+# Streamed jobs (models/stream_events.py): workers append, the API relays.
+#: Entries a job's stream keeps (approximately: XADD MAXLEN ~); a longer generation
+#: loses its oldest, which a reader that falls that far behind gets from the job's row.
+JOB_STREAM_MAXLEN = 20_000
+#: A stream's lifetime, renewed by every append while its job runs...
+JOB_STREAM_TTL_S = 3_600
+#: ... and once the job has ended: long enough for a dropped client to come back.
+JOB_STREAM_TTL_AFTER_END_S = 600
+#: A cancel asked for through the API, seen by the worker streaming the job within a
+#: second (the row's `cancel_requested` stays the truth).
+JOB_CANCEL_TTL_S = 3_600
+
+
+def job_stream(job_id: str) -> str:
+    """The Redis Stream of a streamed job's events."""
+    return f"{PREFIX}:stream:{{{job_id}}}"
+
+
+def job_cancel(job_id: str) -> str:
+    """Set when a running job is asked to cancel."""
+    return f"{PREFIX}:cancel:{{{job_id}}}"
+
+
+#: An API process's stream hub is poked through a stream of its own when a relay
+#: starts following a stream (producer_api/stream_hub.py); a few entries suffice, and
+#: a process that died leaves it for an hour.
+RELAY_POKE_MAXLEN = 100
+RELAY_POKE_TTL_S = 3_600
+
+
+def relay_pokes(hub: str) -> str:
+    return f"{PREFIX}:relay-pokes:{hub}"

@@ -162,6 +162,20 @@ class CommonSettings(BaseSettings):
         description="external_subscription_id -> cap in cents on the current period's "
         "usage (Lago's current_usage total_amount_cents), JSON; at the cap jobs are denied.",
     )
+    fair_share: bool = Field(
+        default=True,
+        validation_alias="LLMFLEET_FAIR_SHARE",
+        description="Jobs that find their model group out of capacity wait in its fair "
+        "room and are let through by tier and weight (docs/ROUTING.md); off: each waits "
+        "its own time and goes first come, first served.",
+    )
+    fair_share_half_life: float = Field(
+        default=30.0,
+        gt=0,
+        le=86_400,
+        validation_alias="LLMFLEET_FAIR_SHARE_HALF_LIFE",
+        description="Seconds after which a tenant's usage counts half in the fair order.",
+    )
 
     @property
     def lago_enabled(self) -> bool:
@@ -191,6 +205,15 @@ class ApiSettings(CommonSettings):
         "started runs to its end.",
     )
     db_pool_size: int = Field(default=10, validation_alias="LLMFLEET_API_DB_POOL")
+    stream_connections: int = Field(
+        default=200,
+        ge=2,
+        validation_alias="LLMFLEET_STREAM_CONNECTIONS",
+        description="Redis connections for relaying streams: the stream hub's one XREAD "
+        "and the relays' short reads (at the end of a stream, or when the hub lags); a "
+        "read beyond them waits for one. Keep the sum over API processes under Redis' "
+        "`maxclients`.",
+    )
     default_completion_window: str = Field(
         default="24h",
         validation_alias="LLMFLEET_DEFAULT_COMPLETION_WINDOW",

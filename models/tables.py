@@ -116,6 +116,11 @@ class Job(Base):
     cache_creation_tokens: Mapped[int | None] = mapped_column(Integer)
     reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
     cost: Mapped[Decimal | None] = mapped_column(Numeric(20, 10))
+    #: The W3C `traceparent` of the job's intake span (models.tracing); None untraced.
+    trace_context: Mapped[str | None] = mapped_column(String(64))
+    #: Where `cost` came from: "override" (the deployment's prices), "genai-prices",
+    #: "cache" (served from the response cache: 0); None while unpriced.
+    cost_source: Mapped[str | None] = mapped_column(String(32))
     owner_key: Mapped[str] = mapped_column(String(64))
     batch_id: Mapped[str | None] = mapped_column(String(48))
     custom_id: Mapped[str | None] = mapped_column(String(512))
@@ -140,7 +145,24 @@ class Job(Base):
         Index("ix_jobs_owner_id", "owner_key", "id"),
         Index("ix_jobs_batch_status", "batch_id", "status"),
         Index("ix_jobs_status_published", "status", "published_at"),
+        #: The operator page's last hour (producer_api.activity).
+        Index("ix_jobs_finished", "finished_at"),
     )
+
+    def openai_usage(self) -> dict[str, Any] | None:
+        """The stored usage as OpenAI's `usage` object (None before any is stored)."""
+        if self.total_tokens is None:
+            return None
+        return {
+            "prompt_tokens": self.prompt_tokens or 0,
+            "completion_tokens": self.completion_tokens or 0,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {
+                "cached_tokens": self.cached_tokens or 0,
+                "cache_creation_tokens": self.cache_creation_tokens or 0,
+            },
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens or 0},
+        }
 
 
 class JobAttempt(Base):
@@ -246,7 +268,8 @@ def locked_in_id_order(*where: ColumnElement[bool]) -> Select[str]:
     return select(Job.id).where(*where).order_by(Job.id).with_for_update()
 
 
-# Tenancy and accounting tables live in their own modules; importing them here
-# registers them on Base.metadata for everything that loads the tables.
+# Tenancy, accounting and Responses tables live in their own modules; importing them
+# here registers them on Base.metadata for everything that loads the tables.
 from models import accounting as _accounting  # noqa: E402, F401
+from models import responses as _responses  # noqa: E402, F401
 from models import tenancy as _tenancy  # noqa: E402, F401

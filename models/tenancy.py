@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.tables import Base, UTCDateTime, utcnow
@@ -43,6 +43,9 @@ class Team(Base):
 
     id: Mapped[str] = mapped_column(String(48), primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
+    #: The fair share of the jobs (models.fair_share); None: as the owner, then default.
+    tier: Mapped[str | None] = mapped_column(String(16))
+    weight: Mapped[float | None] = mapped_column(Float)
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -56,6 +59,9 @@ class Customer(Base):
     id: Mapped[str] = mapped_column(String(48), primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     external_subscription_id: Mapped[str | None] = mapped_column(String(255))
+    #: The fair share of the jobs (models.fair_share); None: as the owner, then default.
+    tier: Mapped[str | None] = mapped_column(String(16))
+    weight: Mapped[float | None] = mapped_column(Float)
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -86,6 +92,9 @@ class ApiKey(Base):
     max_batch_lines: Mapped[int | None] = mapped_column(Integer)
     #: Seconds a response is kept in the response cache; None = no caching by default.
     cache_ttl: Mapped[int | None] = mapped_column(Integer)
+    #: The fair share of the jobs (models.fair_share); None: as the owner, then default.
+    tier: Mapped[str | None] = mapped_column(String(16))
+    weight: Mapped[float | None] = mapped_column(Float)
     external_subscription_id: Mapped[str | None] = mapped_column(String(255))
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

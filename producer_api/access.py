@@ -14,17 +14,19 @@ import datetime as dt
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.batch_lines import estimate_request_tokens
-from models.budgets import budgets_for, check_budgets
-from models.key_limits import Refusal
+from models.budgets import budgets_for, period_bounds, spent_of
+from models.key_limits import Refusal, refusal_headers
 from models.tables import Job, JobStatus, utcnow
 from producer_api.auth import Caller
 from producer_api.context import ApiContext
+from producer_api.edge import add_answer_headers
 from producer_api.errors import ApiError
 
 __all__ = [
@@ -80,6 +82,7 @@ def admit_job(
     ctx: ApiContext,
     caller: Caller,
     job_id: str,
+    model: str,
     request: dict[str, Any],
     priority: int,
     deadline: dt.datetime,
@@ -93,28 +96,63 @@ def admit_job(
     if grant.max_priority is not None:
         priority = min(priority, grant.max_priority)
     estimate = estimate_request_tokens(request)
-    check_budget(ctx, caller)
-    refusal = ctx.limiter.admit(grant, job_id, estimate, deadline)
-    if refusal is not None:
-        raise _too_many(refusal, estimate)
+    checked = ctx.limiter.check(grant, job_id, estimate, deadline)
+    if isinstance(checked, Refusal):
+        raise _too_many(checked, estimate)
+    try:
+        reserve_budget(ctx, caller, job_id, estimated_cost(ctx, model, estimate), deadline)
+    except ApiError:
+        ctx.limiter.settle(caller.owner, job_id, -estimate)  # it will not run
+        raise
+    add_answer_headers(checked.headers())
     ttl = cache_ttl if cache_ttl is not None else grant.cache_ttl
     return Admission(priority, estimate, ttl or None)
 
 
-def check_budget(ctx: ApiContext, caller: Caller) -> None:
-    """A key (or its customer) over a budget is refused until the period resets."""
+def estimated_cost(ctx: ApiContext, model: str, tokens: int) -> Decimal:
+    """What a job may cost at most, as far as the config's prices tell: its estimated
+    tokens at the group's dearest token price (0 when the group has no price set)."""
+    prices = [
+        price
+        for dep in ctx.config.deployments_for(model)
+        for price in (
+            dep.litellm_params.input_cost_per_token,
+            dep.litellm_params.output_cost_per_token,
+        )
+        if price is not None
+    ]
+    return max(prices, default=Decimal(0)) * tokens
+
+
+def reserve_budget(
+    ctx: ApiContext, caller: Caller, job_id: str, cost: Decimal, until: dt.datetime
+) -> None:
+    """A key (or its customer) over a budget is refused until the period resets; else
+    the job's estimated cost is reserved against each of its budgets until it ends
+    (released by the worker, or by `release_job`)."""
     now = utcnow()
     with ctx.sessions() as session:
         budgets = budgets_for(session, caller.key_id, caller.customer_id)
-        denial = check_budgets(session, ctx.redis_sync, budgets, now) if budgets else None
-    if denial is None:
-        return
+        if not budgets:
+            return
+        spent = spent_of(session, ctx.redis_sync, budgets, now)
+    over = next(((b, s, Decimal(0)) for b, s in spent if s >= b.max_spend), None)
+    if over is None:
+        booked = ctx.reservations.reserve(job_id, cost, spent, until, now)
+        if booked is None:
+            return
+        over = (booked.budget, booked.spent, booked.reserved)
+    budget, used, reserved = over
+    _, resets_at = period_bounds(budget.period, now)
     retry = None
-    if denial.resets_at is not None:
-        retry = str(max(1, math.ceil((denial.resets_at - now).total_seconds())))
+    if resets_at is not None:
+        retry = str(max(1, math.ceil((resets_at - now).total_seconds())))
+    held = f" and {reserved} reserved by jobs in flight" if reserved else ""
+    reset = f"; it resets at {resets_at.isoformat()}" if resets_at else ""
     raise ApiError(
         429,
-        f"budget exceeded: {denial.message}",
+        f"budget exceeded: budget {budget.id} of {budget.scope} {budget.scope_id} is used "
+        f"up: {used} spent{held}, of {budget.max_spend} this {budget.period}{reset}",
         param="budget",
         code="budget_exceeded",
         error_type="insufficient_quota",
@@ -124,9 +162,11 @@ def check_budget(ctx: ApiContext, caller: Caller) -> None:
 
 def release_job(ctx: ApiContext, owner: str, job_id: str, estimated_tokens: int | None) -> None:
     """An admitted interactive job that will never run (cancelled while queued, or not
-    stored): free its parallel slot and give back its estimated tokens."""
+    stored): free its parallel slot, give back its estimated tokens and its budget
+    reservations."""
     if estimated_tokens is not None:
         ctx.limiter.settle(owner, job_id, -estimated_tokens)
+        ctx.reservations.release(job_id)
 
 
 def _too_many(refusal: Refusal, estimate: int) -> ApiError:
@@ -145,7 +185,7 @@ def _too_many(refusal: Refusal, estimate: int) -> ApiError:
         f"rate limit exceeded: {message}. Retry after {retry} s.",
         param=refusal.limit,
         code="rate_limit_exceeded",
-        headers={"Retry-After": str(retry)},
+        headers={"Retry-After": str(retry), **refusal_headers(refusal)},
     )
 
 

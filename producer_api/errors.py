@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from models.anthropic_shape import openai_error_to_anthropic
 from models.schemas.errors import ErrorResponse
 
 __all__ = [
@@ -96,6 +99,14 @@ class ApiError(HTTPException):
         return self.message
 
 
+def first_problem(exc: ValidationError) -> ApiError:
+    """A 400 naming the first field a schema refused (for bodies validated in a route,
+    after a translation: Responses, Anthropic Messages)."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return ApiError(400, f"{where}: {first['msg']}", param=where or None)
+
+
 def error_body(
     message: str, error_type: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
@@ -107,23 +118,33 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+#: Routes that speak Anthropic's protocol answer its error shape.
+ANTHROPIC_ROUTES = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+
+
+def _answer(
+    request: Request, body: dict[str, Any], status: int, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """An error answer in OpenAI's shape, or Anthropic's on Anthropic's routes."""
+    if request.url.path in ANTHROPIC_ROUTES:
+        body = openai_error_to_anthropic({**body["error"], "status_code": status})
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return JSONResponse(
-        error_body(exc.message, exc.error_type, exc.param, exc.code),
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )
+    body = error_body(exc.message, exc.error_type, exc.param, exc.code)
+    return _answer(request, body, exc.status_code, exc.headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """400, as OpenAI answers (its SDK raises `BadRequestError`), naming every bad field;
     the first one is the `param`."""
     assert isinstance(exc, RequestValidationError)
     problems = [_problem(e) for e in exc.errors()]
     first = problems[0][0] if problems else None
     message = "invalid request: " + "; ".join(f"{param}: {msg}" for param, msg in problems)
-    return JSONResponse(error_body(message, "invalid_request_error", first), status_code=400)
+    return _answer(request, error_body(message, "invalid_request_error", first), 400)
 
 
 def _problem(error: Any) -> tuple[str, str]:
@@ -135,13 +156,10 @@ def _problem(error: Any) -> tuple[str, str]:
     return _field_path(tuple(error["loc"])), str(error["msg"])
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse(
-        error_body(str(exc.detail), _TYPE_FOR_STATUS.get(exc.status_code, "api_error")),
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
-    )
+    body = error_body(str(exc.detail), _TYPE_FOR_STATUS.get(exc.status_code, "api_error"))
+    return _answer(request, body, exc.status_code, getattr(exc, "headers", None))
 
 
 async def _data_error(_: Request, exc: Exception) -> JSONResponse:

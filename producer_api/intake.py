@@ -18,14 +18,17 @@ the database refuses fails its own request only; a database that is down fails e
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.fair_intake import waiting_row
 from models.grouping import GroupThread
-from models.tables import Job, utcnow
+from models.tables import Job, JobStatus, utcnow
 from producer_api import transactions
 from producer_api.publish import Publisher
 
@@ -37,25 +40,37 @@ log = logging.getLogger(__name__)
 MAX_GROUP = 500
 #: How long `close` waits for the rows handed over to be stored.
 CLOSE_TIMEOUT_S = 10.0
+#: Puts jobs in their group's fair room instead of the broker; returns their ids.
+Divert = Callable[[list[Job]], set[str]]
 
 
 @dataclass(frozen=True, slots=True)
 class _Handed:
     job: Job
     done: Future[None]
+    #: Rows stored with the job, in its transaction (a Responses API record).
+    companions: tuple[Any, ...] = ()
+
+    @property
+    def rows(self) -> list[Any]:
+        return [self.job, *self.companions]
 
 
 class Intake:
-    def __init__(self, sessions: sessionmaker[Session], publisher: Publisher) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], publisher: Publisher, divert: Divert | None = None
+    ) -> None:
         self._sessions = sessions
         self._publisher = publisher
+        self._divert = divert
         self._thread = GroupThread("llmfleet-intake", MAX_GROUP, self._round)
 
-    def store(self, job: Job) -> Future[None]:
-        """Hand `job` (a new, queued row) over: the future is done once it is stored
-        (and published, or left for the sweeper), or holds why it could not be stored."""
+    def store(self, job: Job, companions: tuple[Any, ...] = ()) -> Future[None]:
+        """Hand `job` (a new, queued row) over, with rows to store in its transaction:
+        the future is done once they are stored (and the job published, or left for
+        the sweeper), or holds why they could not be stored."""
         done: Future[None] = Future()
-        self._thread.put(_Handed(job, done))
+        self._thread.put(_Handed(job, done, companions))
         return done
 
     def close(self) -> None:
@@ -71,17 +86,22 @@ class Intake:
 
     def _store(self, group: list[_Handed]) -> None:
         stored = self._insert(group)
+        jobs = [h.job for h in stored]
+        # a job put in a fair room (models.fair_intake) waits there, unpublished
+        waiting = self._divert(jobs) if self._divert is not None and jobs else set()
         published = [
-            h.job for h in stored if self._publisher.publish_execute(h.job.id, h.job.priority)
+            job
+            for job in jobs
+            if job.id in waiting or self._publisher.publish_execute(job.id, job.priority)
         ]
-        self._mark_published(published)
+        self._mark_published(published, waiting)
         for handed in stored:
             handed.done.set_result(None)
 
     def _insert(self, group: list[_Handed]) -> list[_Handed]:
         """The rows of `group` that are stored; the others' futures hold their error."""
         try:
-            transactions.add_all(self._sessions, [h.job for h in group])
+            transactions.add_all(self._sessions, [row for h in group for row in h.rows])
             return group
         except Exception as exc:
             if len(group) == 1 or transactions.is_transient(exc):  # the database's, not a row's
@@ -91,17 +111,18 @@ class Intake:
         stored = []
         for handed in group:  # one at a time: a row the database refuses fails alone
             try:
-                transactions.add_all(self._sessions, [handed.job])
+                transactions.add_all(self._sessions, handed.rows)
             except Exception as exc:
                 handed.done.set_exception(exc)
             else:
                 stored.append(handed)
         return stored
 
-    def _mark_published(self, jobs: list[Job]) -> None:
+    def _mark_published(self, jobs: list[Job], waiting: set[str]) -> None:
         """Only saves the sweeper a publish: should it fail, the jobs are still accepted,
         and the sweeper publishes them again (a duplicate delivery, which the claim
-        turns away)."""
+        turns away). A job waiting in a fair room is published by the sweeper only if
+        still there after a lease (the room lost it)."""
         if not jobs:
             return
         published = utcnow()
@@ -109,10 +130,17 @@ class Intake:
             with self._sessions.begin() as session:
                 session.execute(
                     update(Job)
-                    .where(Job.id.in_([job.id for job in jobs]))
+                    .where(Job.id.in_([job.id for job in jobs if job.id not in waiting]))
                     .values(published_at=published)
                     .execution_options(synchronize_session=False)
                 )
+                if waiting:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id.in_(list(waiting)), Job.status == JobStatus.QUEUED)
+                        .values(**waiting_row(published))
+                        .execution_options(synchronize_session=False)
+                    )
         except Exception as exc:  # the jobs are accepted all the same
             log.warning("%d job(s) published but not marked so: %s", len(jobs), type(exc).__name__)
             return

@@ -5,6 +5,8 @@
 - `llmfleet_queue_depth{queue}`: messages waiting in each priority queue of the broker;
 - `llmfleet_cooldowns_active{deployment, model_group}`: 1 while the deployment cools down;
 - `llmfleet_jobs_waiting_for_capacity`: jobs in the delayed set;
+- `llmfleet_tenant_waiting_jobs{tenant, tier}`: jobs waiting in the model groups' fair
+  rooms (models.fair_room), the 100 tenants with the most, the rest as `_other`;
 - `llmfleet_outbox_backlog`, `llmfleet_outbox_dead_events`: usage events for Lago
   waiting to be sent, and given up on (`usage_outbox`);
 - `llmfleet_fleet_state_up{source}`: 0 when the broker, Redis or the database could
@@ -38,9 +40,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 from starlette.concurrency import run_in_threadpool
 
+from models import fleet_name
 from models import redis_keys as rk
 from models.accounting import OutboxStatus, UsageOutbox
 from models.contract import QUEUES, broker_options
+from models.fair_room import FairRoom
 from models.fleet_config import FleetConfig
 from models.metrics import LabelCap, exposition_registry
 from models.settings import CommonSettings
@@ -52,6 +56,8 @@ log = logging.getLogger(__name__)
 
 STATE_MAX_AGE_S = 2.0
 READ_TIMEOUT_S = 2.0
+#: Tenants named in `llmfleet_tenant_waiting_jobs` (as the workers' tenant labels).
+TENANT_LABELS = 100
 
 SUBMITTED = Counter(
     "llmfleet_jobs_submitted",
@@ -75,13 +81,17 @@ class FleetState:
     waiting_for_capacity: int | None
     #: usage_outbox rows by status (pending, dead)
     outbox: dict[str, int] | None = None
+    #: jobs waiting in fair rooms by (tenant, tier)
+    tenants_waiting: dict[tuple[str, str], int] | None = None
 
 
 class FleetStateReader:
     def __init__(self, settings: CommonSettings, config: FleetConfig) -> None:
         self._broker_url = settings.broker_url
         self._transport_options: dict[str, Any] = dict(
-            broker_options(settings.visibility_timeout)["broker_transport_options"]
+            broker_options(settings.visibility_timeout, fleet_name.current())[
+                "broker_transport_options"
+            ]
         )
         if self._broker_url.startswith(("redis://", "rediss://")):
             self._transport_options |= {
@@ -95,13 +105,14 @@ class FleetStateReader:
         self._state: FleetState | None = None
         self._read_at = 0.0
 
-    async def read(self, client: aioredis.Redis, engine: Engine) -> FleetState:
+    async def read(self, client: aioredis.Redis, engine: Engine, fair: FairRoom) -> FleetState:
         async with self._lock:
             if self._state is None or time.monotonic() - self._read_at >= STATE_MAX_AGE_S:
                 depths = await run_in_threadpool(self.queue_depths)
                 cooldowns, waiting = await self._redis_state(client)
                 outbox = await run_in_threadpool(outbox_counts, engine)
-                self._state = FleetState(depths, cooldowns, waiting, outbox)
+                tenants = await run_in_threadpool(tenants_waiting, fair)
+                self._state = FleetState(depths, cooldowns, waiting, outbox, tenants)
                 self._read_at = time.monotonic()
             return self._state
 
@@ -137,6 +148,25 @@ class FleetStateReader:
         return cooldowns, int(values[-1])
 
 
+def tenants_waiting(fair: FairRoom) -> dict[tuple[str, str], int] | None:
+    """Jobs waiting in the fair rooms by (tenant, tier), over every model group; the
+    TENANT_LABELS tenants with the most keep their name, the others count as `_other`."""
+    try:
+        rooms = fair.waiting()
+    except Exception as exc:
+        log.warning("metrics: the fair rooms could not be read (%s)", type(exc).__name__)
+        return None
+    totals: dict[tuple[str, str], int] = {}
+    for w in rooms:
+        totals[(w.tenant, w.tier)] = totals.get((w.tenant, w.tier), 0) + w.jobs
+    named = {t for t, _ in sorted(totals.items(), key=lambda kv: -kv[1])[:TENANT_LABELS]}
+    out: dict[tuple[str, str], int] = {}
+    for (tenant, tier), jobs in totals.items():
+        label = (tenant if (tenant, tier) in named else "_other", tier)
+        out[label] = out.get(label, 0) + jobs
+    return out
+
+
 def outbox_counts(engine: Engine) -> dict[str, int] | None:
     """Pending and dead usage events (an index range on `status`)."""
     wanted = [OutboxStatus.PENDING.value, OutboxStatus.DEAD.value]
@@ -155,10 +185,14 @@ def outbox_counts(engine: Engine) -> dict[str, int] | None:
 
 
 def _depth(conn: Connection, queue: str) -> int:
-    """Messages ready in `queue`; a queue not declared yet holds none. A passive
-    declaration never creates a queue nor conflicts with its arguments."""
+    """Messages ready in `queue`; a queue not declared yet holds none. On Redis, the
+    length of its lists (kombu's passive declaration asks EXISTS, which it does not
+    prefix with the fleet's `global_keyprefix`, so it would find no queue); on AMQP a
+    passive declaration, which never creates a queue nor conflicts with its arguments."""
     channel = conn.channel()
     try:
+        if conn.transport.driver_type == "redis":
+            return int(channel._size(queue))
         return int(channel.queue_declare(queue, passive=True).message_count)
     except conn.channel_errors:
         return 0
@@ -207,6 +241,15 @@ class _StateCollector(Collector):
             for dep_id, group, active in state.cooldowns:
                 cooling.add_metric([dep_id, group], 1.0 if active else 0.0)
             yield cooling
+        if state.tenants_waiting is not None:
+            tenants = GaugeMetricFamily(
+                "llmfleet_tenant_waiting_jobs",
+                "Jobs waiting for a model group's capacity (fair rooms), by tenant and tier.",
+                labels=["tenant", "tier"],
+            )
+            for (tenant, tier), jobs in sorted(state.tenants_waiting.items()):
+                tenants.add_metric([tenant, tier], float(jobs))
+            yield tenants
         if state.waiting_for_capacity is not None:
             yield GaugeMetricFamily(
                 "llmfleet_jobs_waiting_for_capacity",
@@ -223,7 +266,7 @@ async def metrics(request: Request) -> Response:
     """This process's series (all processes' in multiprocess mode) and the fleet state."""
     reader: FleetStateReader = request.app.state.fleet_state
     ctx = get_context(request)
-    state = await reader.read(ctx.redis, ctx.engine)
+    state = await reader.read(ctx.redis, ctx.engine, ctx.fair)
     fleet = CollectorRegistry(auto_describe=False)
     fleet.register(_StateCollector(state))
     body = generate_latest(exposition_registry()) + generate_latest(fleet)

@@ -6,6 +6,7 @@ import logging
 
 from celery import Celery
 
+from models import fleet_name
 from models.contract import (
     BATCH_TICK_TASK,
     EXECUTE_TASK,
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 class Publisher:
     def __init__(self, settings: CommonSettings) -> None:
         self._celery = Celery("llmfleet-producer", broker=settings.broker_url)
-        self._celery.conf.update(broker_options(settings.visibility_timeout))
+        self._celery.conf.update(broker_options(settings.visibility_timeout, fleet_name.current()))
 
     def publish_execute(self, job_id: str, priority: int) -> bool:
         """True when the broker took the message. False leaves the job for the sweeper,

@@ -53,14 +53,17 @@ def add(sessions: sessionmaker[Session], row: object) -> None:
 
 
 def add_all(sessions: sessionmaker[Session], rows: Sequence[object]) -> None:
-    """Insert `rows` in one transaction by `write`: the retry merges, since the first try
-    may have committed."""
+    """Insert `rows` in one transaction by `write`, kind by kind in the order each kind
+    first appears (a row that refers to another comes after it: a response's record
+    after its job); the retry merges, since the first try may have committed."""
 
     def insert(session: Session, retried: bool) -> None:
-        if retried:
-            for row in rows:
-                session.merge(row)
-        else:
-            session.add_all(rows)
+        for kind in dict.fromkeys(type(row) for row in rows):
+            for row in (r for r in rows if type(r) is kind):
+                if retried:
+                    session.merge(row)
+                else:
+                    session.add(row)
+            session.flush()
 
     write(sessions, insert)

@@ -45,9 +45,13 @@ class JobWaiters:
                 self._task.result()
 
     @contextlib.asynccontextmanager
-    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Event]:
-        """Register before reading the row, so an end announced in between is not missed."""
-        event = asyncio.Event()
+    async def watch(
+        self, job_id: str, event: asyncio.Event | None = None
+    ) -> AsyncIterator[asyncio.Event]:
+        """Register before reading the row, so an end announced in between is not missed;
+        `event` (a new one by default) is set when the job ends."""
+        if event is None:
+            event = asyncio.Event()
         self._events[job_id].add(event)
         try:
             yield event

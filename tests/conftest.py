@@ -26,7 +26,7 @@ from celery import Celery
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from models import migrate
+from models import fleet_name, migrate
 from models.db import make_engine
 from tests.support.brokers import REDIS_BASE, Broker, broker_for
 from tests.support.processes import Proc, start_api, start_beat, start_mock, start_worker
@@ -115,6 +115,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
+        # The name this process uses for the fleet's keys (models.fleet_name).
+        "LLMFLEET_NAME": fleet_name.current(),
         "REDIS_URL": f"{REDIS_BASE}/{STATE_DB}",
         "BROKER_URL": broker.url,
         "LLMFLEET_MASTER_KEY": MASTER_KEY,

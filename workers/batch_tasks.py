@@ -57,7 +57,7 @@ def batch_tick() -> int:
             batches.redispatch_lost(ctx.sessions, ctx.settings.lease_seconds)
         # The queue holds messages of up to `per_message` lines: count them as full.
         room = ctx.settings.batch_queue_target - depth * per_message
-        published = batches.dispatch(ctx.sessions, room, _publish, per_message)
+        published = batches.dispatch(ctx.sessions, room, _publish, per_message, ctx.fair_intake)
         storage = LocalFileStorage(ctx.settings.files_dir)
         ended = batches.finalize_ready(ctx.sessions, storage, publish_webhook)
     if published or expired or ended:

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.batch_stats import usage_of
+from models.fair_intake import FairIntake, waiting_row
 from models.ids import new_id
 from models.schemas.batches import output_line
 from models.storage import FileStorage, discarded_on_error
@@ -56,9 +57,11 @@ def dispatch(
     room: int,
     publish: Callable[[list[str]], None],
     per_message: int = 1,
+    fair: FairIntake | None = None,
 ) -> int:
     """Publish up to `room` jobs, an equal share per running batch, `per_message` lines
-    of one batch to a message."""
+    of one batch to a message. With `fair`, the lines of a tenant whose jobs wait in
+    their model group's fair room join them there instead (models.fair_intake)."""
     if room <= 0:
         return 0
     with sessions() as session:
@@ -85,11 +88,36 @@ def dispatch(
                     .limit(min(share, room - published))
                 )
             )
-        _publish_lines(sessions, ids, publish, per_message, Job.published_at.is_(None))
+        waiting = _divert(sessions, ids, fair) if fair is not None else set()
+        to_send = [i for i in ids if i not in waiting]
+        _publish_lines(sessions, to_send, publish, per_message, Job.published_at.is_(None))
         published += len(ids)
         if published >= room:
             break
     return published
+
+
+def _divert(sessions: sessionmaker[Session], ids: list[str], fair: FairIntake) -> set[str]:
+    """The lines put in a fair room, marked as published, their row looked at again
+    by the sweeper only should the room lose them."""
+    if not ids:
+        return set()
+    with sessions() as session:
+        rows = list(session.scalars(select(Job).where(Job.id.in_(ids))))
+    waiting = fair.divert(rows)
+    if waiting:
+        now = utcnow()
+        with sessions.begin() as session:
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id.in_(locked_in_id_order(Job.id.in_(waiting))),
+                    Job.status == JobStatus.QUEUED,
+                )
+                .values(**waiting_row(now))
+                .execution_options(synchronize_session=False)
+            )
+    return waiting
 
 
 def _publish_lines(

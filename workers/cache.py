@@ -29,6 +29,7 @@ from typing import Any
 import redis
 
 from models import redis_keys as rk
+from models.stream_events import without_stream
 from models.tables import JobStatus
 from workers.jobstore import Claim, Outcome
 
@@ -47,8 +48,9 @@ def _lua() -> str:
 
 
 def request_digest(kind: str, model: str, body: dict[str, Any]) -> str:
+    """Streamed or not, the same request has the same answer (workers.streaming)."""
     canonical = json.dumps(
-        {"kind": kind, "model": model, "body": body},
+        {"kind": kind, "model": model, "body": without_stream(body)},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

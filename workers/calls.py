@@ -8,13 +8,15 @@ run, for the task's thread and the writer (workers.writer)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from models.stream_events import Delta
 from workers.event_loop import EventLoop
-from workers.providers.base import ProviderResult
-from workers.providers.exchange import Exchange, send_async
+from workers.providers.base import ProviderResult, Usage
+from workers.providers.exchange import Exchange, StreamCall, send_async, stream_async
+from workers.streaming import StreamAppender
 
 __all__ = ["Calls", "drive"]
 
@@ -24,9 +26,14 @@ T = TypeVar("T")
 class Calls:
     def __init__(self, loop: EventLoop) -> None:
         self._loop = loop
+        #: Streamed jobs' events, appended to their Redis Streams (workers.streaming).
+        self.streams = StreamAppender(loop.redis)
 
     async def send(self, exchange: Exchange, provider: str) -> ProviderResult:
         return await send_async(exchange, self._loop.client(), provider)
+
+    def stream(self, call: StreamCall, provider: str) -> AsyncIterator[Delta | Usage]:
+        return stream_async(call, self._loop.client(), provider)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery, Task
 from celery.exceptions import Ignore, Reject, Retry
@@ -12,12 +13,14 @@ from celery.signals import (
     worker_shutdown,
 )
 
+from models import fleet_name, tracing
 from models.contract import (
     BATCH_TICK_TASK,
     EXECUTE_TASK,
     LAGO_DRAIN_TASK,
     LAGO_ENTITLEMENT_TASK,
     POST_CALL_TASK,
+    QUEUE_BATCH_TICK,
     QUEUE_NORMAL,
     QUEUE_POST_CALL,
     QUEUES,
@@ -30,7 +33,7 @@ from models.contract import (
 from models.fleet_config import ConfigError
 from models.logging_setup import log_context
 from models.settings import WorkerSettings
-from workers import observability
+from workers import broker_transport, fleet_presence, observability
 from workers.admission import lines_per_message
 from workers.crashes import task_crashed
 from workers.delayed import Waker
@@ -106,11 +109,15 @@ def create_app(settings: WorkerSettings | None = None) -> FleetCelery:
     )
     app.fleet_settings = settings
     app.steps["consumer"].add(GateStep)
-    options = broker_options(settings.visibility_timeout)
+    options = broker_options(settings.visibility_timeout, fleet_name.current())
     # On Redis a queue the lane gate resumes is read from the consumer's next BRPOP,
     # once the one in flight times out (kombu's default: 1 s): a worker whose lines end
     # in a fraction of that would sit idle for the rest of it.
     options["broker_transport_options"]["polling_interval"] = BRPOP_TIMEOUT_S
+    if urlsplit(settings.broker_url).scheme in broker_transport.SCHEMES:
+        # A channel whose connection is gone raises a connection error, not an
+        # AttributeError that stops the worker (workers.broker_transport).
+        options["broker_transport"] = broker_transport.TRANSPORT
     app.conf.update(
         options,
         task_acks_late=True,
@@ -135,7 +142,7 @@ def create_app(settings: WorkerSettings | None = None) -> FleetCelery:
     )
     app.conf.task_routes = {
         SWEEP_TASK: {"queue": QUEUES[0]},
-        BATCH_TICK_TASK: {"queue": QUEUES[0]},
+        BATCH_TICK_TASK: {"queue": QUEUE_BATCH_TICK},
         WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE},
         POST_CALL_TASK: {"queue": QUEUE_POST_CALL},
         LAGO_DRAIN_TASK: {"queue": QUEUE_POST_CALL},
@@ -159,6 +166,7 @@ def _start(sender: Any = None, **_: Any) -> None:
         try:
             _check_pool(sender)
             app.context = _build(settings)
+            fleet_presence.announce(app.context.epoch_clients(), fleet_name.current())
         except ConfigError as exc:
             # Celery logs and swallows a signal handler's exception: SystemExit stops
             # the worker here, at start, rather than failing every job later.
@@ -180,8 +188,10 @@ def _check_pool(sender: Any) -> None:
 
 
 def _build(settings: WorkerSettings) -> WorkerContext:
+    tracing.setup("llmfleet-worker")
     ctx = build_context(settings)
     ctx.publish_post_call = publish_post_call
+    ctx.publish_execute = publish_execute
     return ctx
 
 
@@ -192,7 +202,7 @@ def publish_post_call(job_id: str, claim: int) -> None:
 def _start_waker(**_: Any) -> None:
     """One waker per worker node re-publishes jobs whose wait for capacity is over."""
     ctx = app.get_context()
-    app.waker = Waker(ctx.delayed, publish_execute)
+    app.waker = Waker(ctx.delayed, publish_execute, ctx.fair)
     app.waker.start()
 
 
@@ -210,6 +220,7 @@ def _stop(**_: Any) -> None:
     if app.context is not None:
         app.context.close()
         app.context = None
+    tracing.shutdown()  # the spans still in its buffer go out first
 
 
 # The threads pool runs tasks in the main process: the context is built once, at start.

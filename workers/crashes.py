@@ -28,7 +28,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from models.tables import JobStatus
 from workers.jobstore import AttemptRecord, Claim, Ending, Outcome
-from workers.runner import Deferral
+from workers.waits import Deferral
 
 __all__ = [
     "MAX_CRASHED_CLAIMS",

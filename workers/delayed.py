@@ -14,6 +14,7 @@ from importlib import resources
 
 import redis
 
+from models.fair_room import FairRoom
 from models.redis_keys import DELAYED_JOBS
 
 __all__ = ["DelayedJobs", "Waker"]
@@ -46,19 +47,25 @@ class Waker(threading.Thread):
         self,
         delayed: DelayedJobs,
         publish: Callable[[str, int], None],
+        fair: FairRoom | None = None,
         interval: float = 0.25,
     ) -> None:
         super().__init__(name="llmfleet-waker", daemon=True)
         self._delayed = delayed
         self._publish = publish
+        self._fair = fair
         self._interval = interval
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self._interval):
             try:
-                for job_id, priority in self._delayed.pop_due(int(time.time() * 1000)):
+                now_ms = int(time.time() * 1000)
+                for job_id, priority in self._delayed.pop_due(now_ms):
                     self._publish(job_id, priority)
+                # the fair rooms' jobs whose capacity came due (models.fair_room)
+                for released in self._fair.tick(now_ms) if self._fair is not None else ():
+                    self._publish(released.job_id, released.priority)
             except Exception as exc:  # keep waking; the sweeper covers what is lost
                 log.warning("waker: %s", type(exc).__name__)
 

@@ -47,17 +47,22 @@ class EventLoop:
     def __init__(
         self,
         clients: list[httpx.AsyncClient],
-        redis: aioredis.Redis | None = None,
+        redis: aioredis.Redis,
         name: str = "llmfleet-loop",
     ) -> None:
         #: The provider calls' clients (`client()`); used on the loop only.
         self._clients = clients
-        #: The router's Redis client, closed with the loop.
+        #: The loop's Redis client, closed with the loop.
         self._redis = redis
         self._turn = itertools.cycle(clients)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
         self._thread.start()
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The loop's Redis client (the router's scripts, streamed jobs' events)."""
+        return self._redis
 
     def client(self) -> httpx.AsyncClient:
         """The client for the next call (called on the loop)."""
@@ -79,5 +84,4 @@ class EventLoop:
     async def _close_clients(self) -> None:
         for client in self._clients:
             await client.aclose()
-        if self._redis is not None:
-            await self._redis.aclose()
+        await self._redis.aclose()

@@ -185,6 +185,9 @@ _USAGE = (
     "reasoning_tokens",
 )
 
+#: The cost source of a job served from the response cache (its cost is 0).
+CACHE_COST_SOURCE = "cache"
+
 #: Ends a claim still held and not asked to cancel: one statement for any number of
 #: claims (executemany). A value given as NULL leaves the column as it was.
 _FINISH = (
@@ -207,6 +210,7 @@ _FINISH = (
         calls=func.coalesce(Job.calls, 0) + bindparam("b_calls"),
         cached=func.coalesce(bindparam("b_cached", type_=Job.cached.type), Job.cached),
         cost=func.coalesce(bindparam("b_cost", type_=Job.cost.type), Job.cost),
+        cost_source=func.coalesce(bindparam("b_cost_source"), Job.cost_source),
         **{f: func.coalesce(bindparam(f"b_{f}", type_=Integer), getattr(Job, f)) for f in _USAGE},
     )
 )
@@ -215,7 +219,7 @@ _FINISH = (
 def _finish_params(ending: Ending, now: dt.datetime) -> dict[str, Any]:
     outcome, charge = ending.outcome, ending.charge
     usage = _usage_values(outcome.usage) if outcome.usage is not None else {}
-    cost = Decimal(0) if outcome.cached else (charge.cost if charge is not None else None)
+    cost, cost_source = _cost(outcome, charge)
     return {
         "b_id": ending.claimed.job_id,
         "b_attempt": ending.claimed.attempt,
@@ -228,8 +232,18 @@ def _finish_params(ending: Ending, now: dt.datetime) -> dict[str, Any]:
         "b_calls": len(ending.records),
         "b_cached": True if outcome.cached else None,
         "b_cost": cost,
+        "b_cost_source": cost_source,
         **{f"b_{f}": usage.get(f) for f in _USAGE},
     }
+
+
+def _cost(outcome: Outcome, charge: Charge | None) -> tuple[Decimal | None, str | None]:
+    """A job's cost and its source: 0 from the cache, else its charge's, if priced."""
+    if outcome.cached:
+        return Decimal(0), CACHE_COST_SOURCE
+    if charge is None or charge.cost is None:
+        return None, None
+    return charge.cost, charge.cost_source
 
 
 def _cancelled_while_running(ending: Ending, now: dt.datetime) -> Update:
@@ -262,9 +276,10 @@ def _end(
     if outcome.usage is not None:
         values.update(_usage_values(outcome.usage))
     if outcome.cached:
-        values.update(cached=True, cost=Decimal(0))
-    elif charge is not None:
-        values["cost"] = charge.cost
+        values["cached"] = True
+    cost, cost_source = _cost(outcome, charge)
+    if cost is not None:
+        values.update(cost=cost, cost_source=cost_source)
     return (
         update(Job)
         .where(

@@ -73,6 +73,8 @@ class Claim:
     queued_since: dt.datetime | None = None
     #: When this claim was taken (the row's `started_at`).
     started_at: dt.datetime | None = None
+    #: The job's trace (models.tracing), when it has one.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,9 @@ class Charge(ChargeRows, Protocol):
 
     @property
     def cost(self) -> Decimal | None: ...
+
+    @property
+    def cost_source(self) -> str | None: ...
 
 
 def claim(sessions: sessionmaker[Session], job_id: str, lease_seconds: float) -> Claim | None:
@@ -155,6 +160,7 @@ def claim_many(
             Job.cache_ttl,
             Job.queued_at,
             Job.not_before,
+            Job.trace_context,
         )
         .execution_options(synchronize_session=False)
     )
@@ -180,6 +186,7 @@ def _claim_of(row: Any, started_at: dt.datetime) -> Claim:
         cache_ttl=row.cache_ttl,
         queued_since=max((t for t in (row.queued_at, row.not_before) if t), default=None),
         started_at=started_at,
+        trace_context=row.trace_context,
     )
 
 

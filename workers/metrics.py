@@ -10,11 +10,14 @@ a few counter increments per job, no extra query and no extra Redis call.
 - `llmfleet_tokens_total{model, customer, type}`: prompt / completion tokens, by the
   model group that served them, when the job's usage is stored;
 - `llmfleet_cost_usd_total{model, customer}`: once a call's cost is known;
-- `llmfleet_webhook_failures_total{final}`: per failed webhook send (final: gave up).
+- `llmfleet_webhook_failures_total{final}`: per failed webhook send (final: gave up);
+- `llmfleet_tenant_wait_seconds{tenant, tier}` (histogram): how long a job waited in a
+  model group's fair room (models.fair_room) before it was let through.
 
 Cardinality: `model` is the requested (or serving) model group, at most 200 distinct
 values per process; `customer` is the job's owner (the key id, `master` for the master
-key), at most 100; later values are reported as `_other`. Deployments come from the
+key), at most 100; `tenant` (models.fair_share) at most 100; later values are reported
+as `_other`. Deployments come from the
 fleet config; error classes from the provider error tree; priority is 0-9.
 
 One execute worker is one process (the threads pool), so each serves its own values
@@ -41,6 +44,7 @@ __all__ = [
     "job_deferred",
     "job_ended",
     "serve",
+    "tenant_waited",
     "tokens_used",
     "webhook_failed",
 ]
@@ -93,8 +97,16 @@ WEBHOOK_FAILURES = Counter(
     ["final"],
 )
 
+TENANT_WAIT_SECONDS = Histogram(
+    "llmfleet_tenant_wait_seconds",
+    "Time a job waited in a model group's fair room before it was let through.",
+    ["tenant", "tier"],
+    buckets=PICKUP_BUCKETS,
+)
+
 _models = LabelCap(MODEL_LABELS)
 _customers = LabelCap(CUSTOMER_LABELS)
+_tenants = LabelCap(CUSTOMER_LABELS)
 
 
 def job_claimed(claim: Claim) -> None:
@@ -133,6 +145,10 @@ def cost_known(model: str, owner: str | None, cost: Decimal | None) -> None:
     """Count a call's cost once it has been priced (None: no price known)."""
     if cost is not None and cost > 0:
         COST.labels(_models(model), _customers(owner)).inc(float(cost))
+
+
+def tenant_waited(tenant: str, tier: str, seconds: float) -> None:
+    TENANT_WAIT_SECONDS.labels(_tenants(tenant), tier).observe(seconds)
 
 
 def webhook_failed(final: bool) -> None:

@@ -15,7 +15,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_engine, make_sessionmaker
-from models.fleet_config import ConfigError, FleetConfig, load_fleet_config
+from models.fair_intake import FairIntake
+from models.fair_room import FairRoom
+from models.fair_share import ShareBook
+from models.fleet_config import ConfigError, FleetConfig, load_fleet_config, warnings_text
 from models.settings import WorkerSettings
 from workers.accounting.billing import PayerCache
 from workers.admission import Admission
@@ -25,7 +28,6 @@ from workers.delayed import DelayedJobs
 from workers.event_loop import EventLoop, client_shards
 from workers.hooks import Hooks, load_hooks
 from workers.leases import Leases
-from workers.providers import check_providers
 from workers.router import Router
 from workers.writer import EndWriter
 
@@ -42,6 +44,10 @@ LOOP_REDIS_CONNECTIONS = 32
 
 def _no_post_call_publisher(job_id: str, claim: int) -> None:
     raise RuntimeError("no post-call publisher configured for this process")
+
+
+def _no_execute_publisher(job_id: str, priority: int) -> None:
+    raise RuntimeError("no execute publisher configured for this process")
 
 
 @dataclass
@@ -69,6 +75,14 @@ class WorkerContext:
     publish_post_call: Callable[[str, int], None] = field(default=_no_post_call_publisher)
     #: Pre- and post-call hooks of the fleet config, imported at start.
     hooks: Hooks = field(default_factory=Hooks)
+    #: The model groups' fair rooms (models.fair_room); None with fair share off.
+    fair: FairRoom | None = None
+    #: Publishes an execute message (set by the Celery app): jobs a room lets through.
+    publish_execute: Callable[[str, int], None] = field(default=_no_execute_publisher)
+    #: Each key's tenant, tier and weight, trusted for a few seconds.
+    shares: ShareBook = field(init=False)
+    #: Batch lines of a tenant waiting in a fair room join it at dispatch.
+    fair_intake: FairIntake | None = field(init=False)
     #: The threads that claim jobs for the tasks, several messages' at once: one per
     #: lane, so that an interactive claim never waits behind a wave of batch lines'.
     claimer: Claimer = field(init=False)
@@ -79,6 +93,9 @@ class WorkerContext:
     def __post_init__(self) -> None:
         from workers.run_store import store  # run_store needs this module's WorkerContext
 
+        self.shares = ShareBook(self.sessions)
+        aliases = self.config.router_settings.model_group_alias
+        self.fair_intake = FairIntake(self.fair, self.shares, aliases) if self.fair else None
         self.claimer = Claimer(self.sessions, self.settings.lease_seconds)
         self.interactive_claimer = Claimer(self.sessions, self.settings.lease_seconds)
         self.writer = EndWriter(lambda runs, publish: store(self, runs, publish), self.leases)
@@ -104,14 +121,12 @@ class WorkerContext:
 
 
 def load_checked_config(settings: WorkerSettings) -> FleetConfig:
-    """The fleet config, with every provider known: a bad config stops the worker at
-    start, not at the first job."""
+    """The fleet config: a bad config stops the worker at start, not at the first job."""
     if settings.config_path is None:
         raise ConfigError("LLMFLEET_CONFIG is not set: the worker needs a fleet config")
     config = load_fleet_config(settings.config_path)
-    problems = check_providers(config)
-    if problems:
-        raise ConfigError("invalid fleet config:\n  " + "\n  ".join(problems))
+    if warning := warnings_text(config):
+        log.warning("%s", warning)
     return config
 
 
@@ -175,4 +190,7 @@ def build_context(settings: WorkerSettings) -> WorkerContext:
         broker_redis=broker_redis,
         rng=rng,
         hooks=hooks,
+        fair=FairRoom(client, loop_redis, settings.fair_share_half_life)
+        if settings.fair_share
+        else None,
     )

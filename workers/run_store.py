@@ -14,15 +14,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from models.fair_room import ROOM_LEASE_S
 from models.logging_setup import log_context
 from models.redis_keys import JOB_EVENTS_CHANNEL
 from models.tables import JobStatus
 from workers import crashes, jobstore, metrics
 from workers.accounting import charge as charges
 from workers.accounting.post_call import Charge
-from workers.key_usage import settle_job
+from workers.job_trace import trace_endings
+from workers.key_usage import release_budgets, settle_job
 from workers.resources import WorkerContext
-from workers.runner import Deferral
+from workers.streaming import end_stream
+from workers.waits import Deferral
 
 __all__ = ["Ran", "job_log", "store"]
 
@@ -102,20 +105,35 @@ def _defer(
     records: list[jobstore.AttemptRecord],
     publish_webhook: Callable[[str], None],
 ) -> JobStatus | None:
-    due = dt.datetime.fromtimestamp(deferral.due_s, dt.UTC)
-    if claimed.deadline is not None and due > claimed.deadline:
+    room = deferral.room if ctx.fair is not None else None
+    # In a fair room the job waits for its turn, not a time: its row is looked at
+    # again (by the sweeper) only should the room lose it.
+    due_s = deferral.due_s if room is None else time.time() + ROOM_LEASE_S
+    due = dt.datetime.fromtimestamp(due_s, dt.UTC)
+    expiring = claimed.deadline is not None and due > claimed.deadline
+    if expiring and claimed.deadline is not None:
         due = claimed.deadline  # wake at the deadline to end it `expired`
     stored = jobstore.defer(ctx.sessions, claimed, due, deferral.reason, records)
     if stored is None or stored.status is not JobStatus.QUEUED:
         settle_job(ctx, claimed, stored, None)
         status = _ended(ctx, claimed, stored, None, publish_webhook)
-        _announce(ctx, [claimed.job_id] if status else [])
+        _announce(ctx, [(claimed, None, status)] if status else [])
         return status
-    ctx.delayed.add(claimed.job_id, claimed.priority, int(due.timestamp() * 1000))
+    if room is not None and ctx.fair is not None:
+        ctx.fair.wait(
+            room.group,
+            room.share,
+            claimed.job_id,
+            claimed.priority,
+            room.cost,
+            due_ms=room.due_ms,
+            score=room.score,
+        )
+    if room is None or expiring:
+        ctx.delayed.add(claimed.job_id, claimed.priority, int(due.timestamp() * 1000))
     metrics.job_deferred(claimed)
-    log.info(
-        "job %s attempt %d: waiting until %s", claimed.job_id, claimed.attempt, due.isoformat()
-    )
+    until = f"for its turn in {room.group}'s fair room" if room else f"until {due.isoformat()}"
+    log.info("job %s attempt %d: waiting %s", claimed.job_id, claimed.attempt, until)
     return JobStatus.QUEUED
 
 
@@ -131,11 +149,13 @@ def _finish(
         for (claimed, outcome), ran, charge in zip(outcomes, ended, priced, strict=True)
     ]
     stored = _store_ends(ctx, endings)
+    trace_endings(ctx.config, endings)
     statuses = []
     for (claimed, outcome), charge, s in zip(outcomes, priced, stored, strict=True):
         with job_log(claimed, outcome.deployment_id):
             statuses.append(_after_finish(ctx, claimed, outcome, charge, s, publish_webhook))
-    _announce(ctx, [e.claimed.job_id for e, s in zip(endings, statuses, strict=True) if s])
+    ends = zip(endings, statuses, strict=True)
+    _announce(ctx, [(e.claimed, e.outcome, s) for e, s in ends if s is not None])
     return statuses
 
 
@@ -165,13 +185,13 @@ def _after_finish(
 ) -> JobStatus | None:
     settle_job(ctx, claimed, stored, outcome)
     status = _ended(ctx, claimed, stored, outcome.deployment_id, publish_webhook)
-    if status is None or stored is None or outcome.usage is None:
-        return status
-    metrics.tokens_used(claimed, outcome.served_group, outcome.usage)
-    if charge is not None and stored.charged:
-        charges.settle(ctx, claimed.owner, charge.model_group, charge.cost)
-    elif charge is None and outcome.usage.total_tokens and not outcome.cached:
-        _post_call(ctx, claimed)
+    if status is not None and stored is not None and outcome.usage is not None:
+        metrics.tokens_used(claimed, outcome.served_group, outcome.usage)
+        if charge is not None and stored.charged:
+            charges.settle(ctx, claimed.owner, charge.model_group, charge.cost)
+        elif charge is None and outcome.usage.total_tokens and not outcome.cached:
+            _post_call(ctx, claimed)
+    release_budgets(ctx, claimed, stored)
     return status
 
 
@@ -210,18 +230,25 @@ def _ended(
     return stored.status
 
 
-def _announce(ctx: WorkerContext, job_ids: Sequence[str]) -> None:
-    """Wake long-polling API requests (one round trip for all). Losing this only delays
-    them to their timeout."""
-    if not job_ids:
+def _announce(
+    ctx: WorkerContext, ends: Sequence[tuple[jobstore.Claim, jobstore.Outcome | None, JobStatus]]
+) -> None:
+    """Now that the ends are stored: end streamed jobs' streams, and wake long-polling
+    API requests (one round trip for all). A stream's end comes after its row's, so a
+    client that has read the end reads the stored job. Losing this only delays
+    waiters to their timeout (a relay reads the row then)."""
+    if not ends:
         return
     try:
         with ctx.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.publish(JOB_EVENTS_CHANNEL, job_id)
+            for claimed, outcome, status in ends:
+                if claimed.request.get("stream"):
+                    end_stream(pipe, claimed, status, outcome)
+            for claimed, _, _ in ends:
+                pipe.publish(JOB_EVENTS_CHANNEL, claimed.job_id)
             pipe.execute()
     except Exception as exc:
-        log.warning("%d job(s): could not announce their end: %s", len(job_ids), type(exc).__name__)
+        log.warning("%d job(s): could not announce their end: %s", len(ends), type(exc).__name__)
 
 
 def _publish_webhook(publish: Callable[[str], None], job_id: str, delivery_id: str) -> None:

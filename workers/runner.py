@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
 from typing import Any
 
 import redis
@@ -19,22 +18,39 @@ import redis
 from models.batch_lines import estimate_request_tokens
 from models.contract import EMBEDDINGS
 from models.logging_setup import bind_log_context
+from models.stream_events import without_stream
 from models.tables import JobStatus, utcnow
 from workers import hooks, metrics
 from workers.accounting import budget_check, entitlement
 from workers.cache import CacheWait, ResponseCache
+from workers.failures import (
+    CAPACITY_REASONS,
+    FailureKind,
+    FallbackList,
+    failure_kind,
+    fallback_list_for,
+)
+from workers.fair_turn import FairTurn, due_of
 from workers.jobstore import AttemptRecord, Claim, Outcome, is_cancel_requested
-from workers.providers import CallOptions, ProviderError, provider_for
-from workers.providers.errors import (
-    BadRequestError,
-    ContentPolicyError,
-    ContextWindowExceededError,
-    RateLimitedError,
+from workers.providers import (
+    CallOptions,
+    Provider,
+    ProviderError,
+    ProviderResult,
+    Usage,
+    provider_for,
 )
 from workers.resources import WorkerContext
 from workers.router import Admitted, NoDeploymentError, Request, Saturated
+from workers.streaming import (
+    BrokenStream,
+    StoppedStream,
+    StreamedCall,
+    interrupted,
+)
+from workers.waits import Deferral, Exhausted
 
-__all__ = ["Deferral", "Exhausted", "FailureKind", "FallbackList", "JobRun", "failure_kind"]
+__all__ = ["JobRun"]
 
 log = logging.getLogger(__name__)
 
@@ -47,72 +63,7 @@ INLINE_WAIT_BUDGET_S = 3.0
 MAX_CAPACITY_RECHECK_S = 10.0
 #: The longest backoff slept between two tries of one claim.
 MAX_BACKOFF_S = 2.0
-
-
-#: Saturated reasons that are limits being respected, not deployments out of order.
-CAPACITY_REASONS = frozenset({"rpm", "tpm", "max_parallel"})
-
-
-class FallbackList(StrEnum):
-    """The router_settings list a group's failure continues with."""
-
-    GENERAL = "fallbacks"
-    CONTEXT_WINDOW = "context_window_fallbacks"
-    CONTENT_POLICY = "content_policy_fallbacks"
-
-
-class FailureKind(Enum):
-    """What a provider error means for the job (docs/ROUTING.md, "What a failure means")."""
-
-    #: 429: wait for capacity until the deadline; never fails the job.
-    CAPACITY = "capacity"
-    #: 400 / 422: the request is at fault; the job fails at once.
-    REFUSED = "refused"
-    #: Context window, content policy: their own fallback list, then fail.
-    NEEDS_FALLBACK = "needs_fallback"
-    #: 401 / 403 / 404: this deployment cannot serve it; the others, then the
-    #: fallbacks, then fail with the provider's status and message.
-    DEPLOYMENT = "deployment"
-    #: 5xx, timeouts, resets, malformed replies: `num_retries` with backoff across the
-    #: group's deployments, then the fallbacks, then fail with the last error.
-    TRANSIENT = "transient"
-
-
-def failure_kind(error: ProviderError) -> FailureKind:
-    if isinstance(error, RateLimitedError):
-        return FailureKind.CAPACITY
-    if isinstance(error, ContextWindowExceededError | ContentPolicyError):
-        return FailureKind.NEEDS_FALLBACK
-    if isinstance(error, BadRequestError):
-        return FailureKind.REFUSED
-    if error.retryable:
-        return FailureKind.TRANSIENT
-    return FailureKind.DEPLOYMENT
-
-
-def fallback_list_for(error: ProviderError) -> FallbackList:
-    if isinstance(error, ContextWindowExceededError):
-        return FallbackList.CONTEXT_WINDOW
-    if isinstance(error, ContentPolicyError):
-        return FallbackList.CONTENT_POLICY
-    return FallbackList.GENERAL
-
-
-@dataclass(frozen=True, slots=True)
-class Deferral:
-    """Try again at `due_s` (epoch seconds); `reason` says what the job waits for."""
-
-    due_s: float
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Exhausted:
-    """A group has done what it can for this claim: go on with the `then` fallbacks;
-    `wait` is set when it is only out of capacity for now."""
-
-    then: FallbackList
-    wait: Deferral | None = None
+TURN = "others waiting for its capacity go first (fair share)"
 
 
 @dataclass
@@ -124,6 +75,10 @@ class JobRun:
     inline_waited: float = 0.0
     last_error: ProviderError | None = None
     cache: ResponseCache | None = None
+    turn: FairTurn = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.turn = FairTurn(self.ctx, self.claim, None)
 
     def prepare(self) -> Outcome | Deferral | None:
         """The checks before any call, run by the thread that hands the job over: an
@@ -140,6 +95,8 @@ class JobRun:
         if isinstance(checked, Outcome):
             return checked  # rejected by a pre-call hook: no provider call
         self.claim = checked
+        if self.ctx.fair is not None:  # the key's tenant (a cached read): here, off the loop
+            self.turn = FairTurn(self.ctx, self.claim, self.ctx.shares.share(self.claim.owner))
         timeout = self.ctx.config.router_settings.timeout
         self.cache = ResponseCache.open(self.ctx.redis, self.claim, timeout)
         if self.cache is not None:
@@ -160,8 +117,15 @@ class JobRun:
         """The calls (through `ctx.calls`): the model group, then its fallbacks, until one
         ends the job; a group that is only out of capacity leaves a wait, taken when no
         group could end it."""
+        if self.claim.request.get("stream") and self.claim.attempt > 1:
+            lost = await interrupted(self.ctx.calls.streams, self.claim)
+            if lost is not None:
+                return lost
         settings = self.ctx.config.router_settings
-        groups = [self.claim.model]
+        # An alias (`model_group_alias`) runs as, and is billed to, its real group; the
+        # job keeps the name it asked for (`model`).
+        requested = settings.model_group_alias.get(self.claim.model, self.claim.model)
+        groups = [requested]
         visited: set[str] = set()
         waits: list[Deferral] = []
         while groups:
@@ -172,7 +136,7 @@ class JobRun:
             try:
                 end = await self._run_group(group)
             except NoDeploymentError as exc:
-                if group == self.claim.model:
+                if group == requested:
                     return _failed(str(exc), "model", "model_not_found", 404)
                 log.warning("job %s: fallback %s skipped: %s", self.claim.job_id, group, exc)
                 continue
@@ -188,18 +152,25 @@ class JobRun:
         the group's retries are spent, or no deployment has capacity now."""
         transient = rate_limited = 0
         error: ProviderError | None = None  # this group's last, in this claim
+        turn = await self.turn.admit(group)
+        if turn is not None:  # others wait for the group's capacity, and go first
+            return Exhausted(FallbackList.GENERAL, Deferral(time.time(), f"{group}: {TURN}", turn))
         while True:
-            if self.tried and self._cancelled():
+            if self.tried and await self._cancelled():
                 return Outcome(JobStatus.CANCELLED)
             refused_here = error is not None and failure_kind(error) is FailureKind.DEPLOYMENT
             if refused_here and self._all_tried(group):  # each deployment refused it
                 return await self._exhausted(group, error, rate_limited)
             choice = await self.ctx.router.choose(self._request(group), self.tried)
             if isinstance(choice, Saturated):
-                if await self._wait_inline(choice.wait_ms / 1000):
+                if self.turn.on:  # fair share: wait in the group's room, not on a timer
+                    if await self.turn.wait_here(group, *due_of(choice)):
+                        continue
+                elif await self._wait_inline(choice.wait_ms / 1000):
                     continue
                 return await self._saturated(group, choice, error, rate_limited)
             result = await self._call(group, choice)
+            await self.turn.call_ended(group)
             if isinstance(result, Outcome):
                 return result
             error = result
@@ -246,44 +217,72 @@ class JobRun:
 
     def _limit_wait(self, group: str, choice: Saturated) -> Deferral:
         reasons = ", ".join(f"{d} {r}" for d, r in choice.reasons.items())
-        return Deferral(time.time() + choice.wait_ms / 1000, f"{group}: {reasons}")
+        due, by_call_end = due_of(choice)
+        return Deferral(due, f"{group}: {reasons}", self.turn.room_wait(group, due, by_call_end))
 
     def _capacity_wait(self, group: str, error: ProviderError) -> Deferral:
         """Wait for the provider's Retry-After, else a backoff that grows per claim up
         to MAX_CAPACITY_RECHECK_S: a throttled group frees up within seconds, and a job
         should not sleep long past it."""
         backoff = min(MAX_CAPACITY_RECHECK_S, BACKOFF_BASE_S * 2 ** min(self.claim.attempt, 10))
-        wait = max(backoff * self.ctx.rng.uniform(0.5, 1.0), error.retry_after or 0)
-        return Deferral(
-            time.time() + wait, f"{group}: the provider asked to wait ({error.status_code})"
-        )
+        due = time.time() + max(backoff * self.ctx.rng.uniform(0.5, 1.0), error.retry_after or 0)
+        reason = f"{group}: the provider asked to wait ({error.status_code})"
+        return Deferral(due, reason, self.turn.room_wait(group, due, by_call_end=False))
 
     async def _call(self, group: str, admitted: Admitted) -> Outcome | ProviderError:
-        """The call's successful Outcome (post-call hooks applied), or its error."""
+        """The call's successful Outcome (post-call hooks applied), or its error; a
+        streamed call that broke off or was cancelled midway ends the job here."""
         deployment = admitted.deployment
         bind_log_context(deployment=deployment.id)
         self.tried.add(deployment.id)
         params = deployment.litellm_params
-        provider = provider_for(params.provider)
         options = CallOptions(
             timeout=params.timeout or self.ctx.config.router_settings.timeout,
             drop_params=params.drop_params or self.ctx.config.drop_params,
         )
-        exchange = (
-            provider.embed_exchange if self.claim.kind == EMBEDDINGS else provider.chat_exchange
-        )
         started, t0 = utcnow(), time.monotonic()
+        ended: Outcome | None = None
         try:
-            result = await self.ctx.calls.send(
-                exchange(deployment, self.claim.request, options), provider.name
-            )
-        except ProviderError as exc:
-            latency = time.monotonic() - t0
-            await self._report(self.ctx.router.report_failure(admitted, exc))
-            self._record(group, deployment.id, started, latency, exc)
-            self.last_error = exc
-            log.info("job %s: %s failed: %s", self.claim.job_id, deployment.id, type(exc).__name__)
-            return exc
+            result = await self._send(provider_for(params.provider), admitted, options)
+        except BrokenStream as broken:
+            exc, ended = broken.error, _from_error(broken.error, broken.usage, deployment.id, group)
+        except StoppedStream as stopped:
+            await self._report(self.ctx.router.release(admitted))
+            self._record(group, deployment.id, started, time.monotonic() - t0, None)
+            return Outcome(JobStatus.CANCELLED, deployment.id, group, usage=stopped.usage)
+        except ProviderError as caught:
+            exc = caught
+        else:
+            return await self._succeeded(group, admitted, started, t0, result)
+        latency = time.monotonic() - t0
+        await self._report(self.ctx.router.report_failure(admitted, exc))
+        self._record(group, deployment.id, started, latency, exc)
+        self.last_error = exc
+        log.info("job %s: %s failed: %s", self.claim.job_id, deployment.id, type(exc).__name__)
+        return exc if ended is None else ended
+
+    async def _send(
+        self, provider: Provider, admitted: Admitted, options: CallOptions
+    ) -> ProviderResult:
+        """One call: whole, or streamed (workers.streaming) when the job asks for it."""
+        calls, deployment, claim = self.ctx.calls, admitted.deployment, self.claim
+        if claim.kind == EMBEDDINGS:
+            exchange = provider.embed_exchange(deployment, claim.request, options)
+            return await calls.send(exchange, provider.name)
+        # The deployment's call defaults (LiteLLM's `litellm_params`) where the job sets none.
+        request = deployment.litellm_params.with_defaults(claim.request)
+        if not request.get("stream"):
+            exchange = provider.chat_exchange(deployment, request, options)
+            return await calls.send(exchange, provider.name)
+        body = without_stream(request)
+        streamed = StreamedCall(calls.streams, claim.job_id, claim.attempt, body, claim.model)
+        stream = provider.chat_stream(deployment, body, options)
+        return await streamed.run(calls.stream(stream, provider.name))
+
+    async def _succeeded(
+        self, group: str, admitted: Admitted, started: Any, t0: float, result: ProviderResult
+    ) -> Outcome:
+        deployment = admitted.deployment
         latency = time.monotonic() - t0
         usage = result.usage
         await self._report(
@@ -313,7 +312,9 @@ class JobRun:
             reason = "; ".join(w.reason for w in waits)
             if error is not None:
                 reason += f"; last error {type(error).__name__}: {error.message}"
-            return Deferral(due, reason[:2000])
+            # the first group's room (the one asked for, before its fallbacks)
+            room = next((w.room for w in waits if w.room is not None), None)
+            return Deferral(due, reason[:2000], room)
         if error is not None:
             return _from_error(error)
         return _failed("no deployment could take the job", "model", "no_deployment", 503)
@@ -369,12 +370,18 @@ class JobRun:
         delay = self.ctx.rng.uniform(0, BACKOFF_BASE_S * 2 ** (calls - 1))
         await self.ctx.calls.sleep(min(max(delay, retry_after or 0), MAX_BACKOFF_S))
 
-    def _cancelled(self) -> bool:
-        return is_cancel_requested(self.ctx.sessions, self.claim.job_id)
+    async def _cancelled(self) -> bool:
+        """Asked to cancel (the row says; a blocking read: off the loop)."""
+        return await asyncio.to_thread(is_cancel_requested, self.ctx.sessions, self.claim.job_id)
 
 
-def _from_error(error: ProviderError) -> Outcome:
-    return Outcome(JobStatus.FAILED, error=error.to_error())
+def _from_error(
+    error: ProviderError,
+    usage: Usage | None = None,
+    deployment_id: str | None = None,
+    group: str | None = None,
+) -> Outcome:
+    return Outcome(JobStatus.FAILED, deployment_id, group, error=error.to_error(), usage=usage)
 
 
 def _failed(message: str, param: str, code: str, status: int) -> Outcome:

@@ -9,6 +9,7 @@ from celery import Task
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError as BrokerError
 
+from models import fleet_name
 from models.contract import (
     EXECUTE_LINES_TASK,
     EXECUTE_TASK,
@@ -17,7 +18,7 @@ from models.contract import (
     queue_for_priority,
 )
 from models.logging_setup import log_context
-from workers import jobstore, recovery, webhooks
+from workers import fleet_presence, jobstore, recovery, webhooks
 from workers.accounting.post_call import unbilled_claims
 from workers.celery_app import app, publish_execute, publish_webhook
 from workers.crashes import TRANSIENT
@@ -133,6 +134,7 @@ def sweep() -> int:
     """Re-publish jobs and webhooks whose message may have been lost (see
     workers.recovery, jobstore.requeue_stale and webhooks.requeue_lost)."""
     ctx = app.get_context()
+    fleet_presence.announce(ctx.epoch_clients(), fleet_name.current())
     recovered = republish_if_redis_lost(ctx, "sweep")
     stale = jobstore.requeue_stale(ctx.sessions)
     for job_id, priority in stale:

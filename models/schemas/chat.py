@@ -12,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.wire import JsonInt, TokenCount
 
-__all__ = ["CacheOptions", "ChatCompletionRequest", "ChatMessage"]
+__all__ = ["CacheOptions", "ChatCompletionRequest", "ChatMessage", "StreamOptions"]
 
 #: Fields of the request that are the fleet's, never sent to a provider.
-FLEET_FIELDS = frozenset({"stream", "cache"})
+FLEET_FIELDS = frozenset({"cache", "background"})
 
 
 class ChatMessage(BaseModel):
@@ -45,6 +45,15 @@ class CacheOptions(BaseModel):
     ttl: int = Field(ge=0, le=30 * 86400)
 
 
+class StreamOptions(BaseModel):
+    """OpenAI's `stream_options`: `include_usage` adds a last chunk with the usage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -63,16 +72,30 @@ class ChatCompletionRequest(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
-    stream: Literal[False] | None = Field(
-        default=None, description="Jobs are not streamed; omit it or send false."
+    stream: bool | None = Field(
+        default=None, description="Answer as server-sent `chat.completion.chunk` events."
+    )
+    stream_options: StreamOptions | None = None
+    background: bool | None = Field(
+        default=None,
+        description="With `stream`: the job runs to its end even if the stream is dropped "
+        "(else a dropped stream cancels it, as OpenAI does). Never sent to the provider.",
     )
     cache: CacheOptions | None = Field(
         default=None, description="The fleet's response cache; never sent to the provider."
     )
 
-    def provider_body(self) -> dict[str, Any]:
-        """The body to store and send on: what the client set, nothing we added."""
-        return self.model_dump(mode="json", exclude_unset=True, exclude=set(FLEET_FIELDS))
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> ChatCompletionRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("`stream_options` is only allowed when `stream` is true")
+        return self
+
+    def provider_body(self, exclude: frozenset[str] = FLEET_FIELDS) -> dict[str, Any]:
+        """The body to store: what the client set, nothing we added; `stream` only
+        when true (the worker then streams the call: workers.streaming)."""
+        skip = set(exclude) | (set() if self.stream else {"stream"})
+        return self.model_dump(mode="json", exclude_unset=True, exclude=skip)
 
     def cache_ttl(self) -> int | None:
         return self.cache.ttl if self.cache is not None else None

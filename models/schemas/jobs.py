@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from models.accounting import money
 from models.contract import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 from models.schemas.chat import ChatCompletionRequest
 from models.schemas.errors import ErrorBody
@@ -14,6 +15,13 @@ from models.tables import Job, JobAttempt, utcnow
 from models.wire import DEADLINE_SKEW, BoundedDatetime, parse_duration
 
 __all__ = ["JobCreate", "JobPublic", "JobsPublic"]
+
+
+#: The job's own options, never sent to a provider.
+JOB_FIELDS = frozenset(
+    {"cache", "background", "priority", "deadline", "completion_window", "metadata"}
+    | {"webhook_url"}
+)
 
 
 class JobCreate(ChatCompletionRequest):
@@ -54,13 +62,8 @@ class JobCreate(ChatCompletionRequest):
             return now + parse_duration(self.completion_window)
         return self.deadline
 
-    def provider_body(self) -> dict[str, Any]:
-        return self.model_dump(
-            mode="json",
-            exclude_unset=True,
-            exclude={"stream", "cache", "priority", "deadline", "completion_window"}
-            | {"metadata", "webhook_url"},
-        )
+    def provider_body(self, exclude: frozenset[str] = JOB_FIELDS) -> dict[str, Any]:
+        return super().provider_body(exclude)
 
 
 class Usage(BaseModel):
@@ -103,6 +106,16 @@ class JobPublic(BaseModel):
     cached: bool = Field(
         default=False, description="Served from the response cache: no provider call, cost 0."
     )
+    cost: str | None = Field(
+        default=None,
+        description="What the job's calls cost (USD, decimal digits); null until priced, "
+        "or when no price is known for its model.",
+    )
+    cost_source: str | None = Field(
+        default=None,
+        description='Where the cost came from: "override" (the deployment\'s prices), '
+        '"genai-prices" (the maintained price list), "cache".',
+    )
     result: dict[str, Any] | None = Field(description="The `chat.completion` object.")
     error: ErrorBody | None
     batch_id: str | None
@@ -140,6 +153,8 @@ class JobPublic(BaseModel):
             metadata=job.meta,
             usage=usage,
             cached=bool(job.cached),
+            cost=None if job.cost is None else money(job.cost),
+            cost_source=job.cost_source if job.cost is not None else None,
             result=job.response,
             error=ErrorBody(**job.error) if job.error else None,
             batch_id=job.batch_id,

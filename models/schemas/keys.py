@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.fair_share import Tier
+from models.schemas.tenants import TIER_HELP, WEIGHT_HELP, Weight
 from models.tables import utcnow
 from models.tenancy import ApiKey
 from models.wire import MAX_KEY_DURATION, BoundedDatetime, parse_duration
@@ -59,6 +61,8 @@ class KeyUpdate(BaseModel):
     external_subscription_id: str | None = Field(
         default=None, max_length=255, description="Lago subscription billed for this key."
     )
+    tier: Tier | None = Field(default=None, description=TIER_HELP)
+    weight: Weight | None = Field(default=None, description=WEIGHT_HELP)
     metadata: dict[str, Any] | None = None
 
     @field_validator("duration")
@@ -109,6 +113,8 @@ class KeyPublic(BaseModel):
     max_batch_lines: int | None
     cache_ttl: int | None
     external_subscription_id: str | None
+    tier: str | None
+    weight: float | None
     metadata: dict[str, Any] | None
     expires_at: int | None
     revoked_at: int | None
@@ -161,6 +167,8 @@ def _public_fields(row: ApiKey) -> dict[str, Any]:
         "max_batch_lines": row.max_batch_lines,
         "cache_ttl": row.cache_ttl,
         "external_subscription_id": row.external_subscription_id,
+        "tier": row.tier,
+        "weight": row.weight,
         "metadata": row.meta,
         "expires_at": _ts(row.expires_at),
         "revoked_at": _ts(row.revoked_at),

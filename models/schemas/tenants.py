@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from models.fair_share import MAX_WEIGHT, MIN_WEIGHT, Tier
 from models.tenancy import Customer, Team
 
 __all__ = [
@@ -18,13 +19,26 @@ __all__ = [
     "TeamPublic",
     "TeamUpdate",
     "TeamsPublic",
+    "Weight",
 ]
+
+Weight = Annotated[float, Field(ge=MIN_WEIGHT, le=MAX_WEIGHT)]
+TIER_HELP = (
+    "Fair-share tier: production before default before batch when capacity is short. "
+    "Null: as the owner (team or customer), else default."
+)
+WEIGHT_HELP = (
+    "Fair-share weight within the tier (default 1): a tenant of weight 3 is let "
+    "through three times as much as one of weight 1 when capacity is short."
+)
 
 
 class TeamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=255)
+    tier: Tier | None = Field(default=None, description=TIER_HELP)
+    weight: Weight | None = Field(default=None, description=WEIGHT_HELP)
     metadata: dict[str, Any] | None = None
 
 
@@ -34,6 +48,8 @@ class TeamUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=255)
+    tier: Tier | None = Field(default=None, description=TIER_HELP)
+    weight: Weight | None = Field(default=None, description=WEIGHT_HELP)
     metadata: dict[str, Any] | None = None
 
     @field_validator("name")
@@ -58,6 +74,8 @@ class TeamPublic(BaseModel):
     id: str
     object: Literal["team"] = "team"
     name: str
+    tier: str | None
+    weight: float | None
     metadata: dict[str, Any] | None
     created_at: int
     updated_at: int
@@ -67,6 +85,8 @@ class TeamPublic(BaseModel):
         return cls(
             id=row.id,
             name=row.name,
+            tier=row.tier,
+            weight=row.weight,
             metadata=row.meta,
             created_at=_ts(row.created_at),
             updated_at=_ts(row.updated_at),
@@ -78,6 +98,8 @@ class CustomerPublic(BaseModel):
     object: Literal["customer"] = "customer"
     name: str
     external_subscription_id: str | None
+    tier: str | None
+    weight: float | None
     metadata: dict[str, Any] | None
     created_at: int
     updated_at: int
@@ -88,6 +110,8 @@ class CustomerPublic(BaseModel):
             id=row.id,
             name=row.name,
             external_subscription_id=row.external_subscription_id,
+            tier=row.tier,
+            weight=row.weight,
             metadata=row.meta,
             created_at=_ts(row.created_at),
             updated_at=_ts(row.updated_at),

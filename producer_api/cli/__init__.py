@@ -24,6 +24,9 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     name="llmfleet",
     help="Durable LLM completion jobs on a fleet of router-aware Celery workers.",
+    epilog="Examples: `llmfleet up --demo 20` (the whole fleet on this machine, a demo "
+    'batch) · `llmfleet submit "Say hello" --model mock-model` · '
+    "`llmfleet batch submit requests.jsonl` · `llmfleet keys create --team search --rpm 60`",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -101,6 +104,13 @@ def worker_argv(
         name,
         "--loglevel",
         loglevel,
+        # Gossip (every worker consuming every other's events) and mingle (asking them
+        # all for revoked tasks at start) serve nothing here: a job is cancelled through
+        # the database, not by a revoke. Off, a worker's broker traffic stays its own
+        # and a reconnection restarts fewer consumers. Heartbeats (Flower's "online")
+        # and remote control (`celery inspect`, `control`) stay on.
+        "--without-gossip",
+        "--without-mingle",
         *(["-E"] if events else []),
     ]
 
@@ -154,9 +164,18 @@ def migrate(
     typer.echo(f"database at revision {'base' if down else revision}")
 
 
-@app.command("mock-provider", context_settings={"allow_extra_args": True})
+@app.command(
+    "mock-provider",
+    # Every option, --help included, is the mock's own (workers.mock_provider).
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "help_option_names": [],
+    },
+    add_help_option=False,
+)
 def mock_provider(ctx: typer.Context) -> None:
-    """Run the OpenAI-compatible mock provider (all options: `--help` after the port).
+    """Run the OpenAI-compatible mock provider (its options: `llmfleet mock-provider --help`).
 
     Example: `llmfleet mock-provider --port 9100 --latency uniform:1,3 --rate-429 0.1`
     """

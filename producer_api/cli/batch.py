@@ -28,6 +28,8 @@ __all__ = ["batch_app"]
 
 batch_app = typer.Typer(
     help="Run a JSONL file of requests as a batch (OpenAI's Files and Batch API).",
+    epilog="Examples: `llmfleet batch submit requests.jsonl` (follows it, downloads the "
+    "results) · `llmfleet batch status batch_abc123` · `llmfleet batch results batch_abc123`",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )

@@ -6,13 +6,14 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
+from httpx_sse import connect_sse
 
 __all__ = ["ApiClient", "ApiError", "Download", "resolve_api", "submit"]
 
@@ -80,6 +81,27 @@ class ApiClient:
             job = self.get_job(job_id, wait=min(30.0, max(0.0, until - time.monotonic())))
         return job
 
+    def follow_job(self, job_id: str) -> Iterator[str]:
+        """The text of a streamed job as it is generated (`GET /v1/jobs/{id}?stream=true`);
+        an error event raises ApiError."""
+        params = {"stream": "true"}
+        with (
+            self._reachable(),
+            connect_sse(self._http, "GET", f"/v1/jobs/{job_id}", params=params) as source,
+        ):
+            if source.response.status_code >= 400:
+                source.response.read()
+                self._check(source.response)
+            for event in source.iter_sse():
+                if event.data == "[DONE]":
+                    return
+                chunk = event.json()
+                if chunk.get("error"):
+                    raise ApiError(str(chunk["error"].get("message") or "the stream failed"))
+                for choice in chunk.get("choices") or ():
+                    if choice["delta"].get("content"):
+                        yield choice["delta"]["content"]
+
     def upload_file(self, path: Path, purpose: str = "batch") -> dict[str, Any]:
         """Streams the file: httpx reads the handle in chunks, never the whole file."""
         with path.open("rb") as handle:
@@ -125,6 +147,9 @@ class ApiClient:
     def create_tenant(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """`kind`: "teams" or "customers"."""
         return self._send("POST", f"/v1/{kind}", json=body)
+
+    def update_tenant(self, kind: str, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._send("PATCH", f"/v1/{kind}/{tenant_id}", json=body)
 
     def list_tenants(self, kind: str, limit: int) -> dict[str, Any]:
         return self._send("GET", f"/v1/{kind}", params={"limit": limit})
@@ -184,22 +209,36 @@ def submit(
     system: Annotated[str | None, typer.Option(help="Optional system message.")] = None,
     priority: Annotated[int, typer.Option(help="0-9, higher runs first.")] = 5,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 300,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Print the answer as it is generated.")
+    ] = False,
     url: Annotated[str | None, typer.Option(help="API URL (LLMFLEET_URL).")] = None,
     api_key: Annotated[str | None, typer.Option(help="API key (LLMFLEET_API_KEY).")] = None,
 ) -> None:
-    """Enqueue one completion, wait for it, print the answer.
+    """Enqueue one completion, wait for it, print the answer (with --stream, as it is
+    generated).
 
-    Example: `llmfleet submit "Say hello" --model mock-model`
+    Example: `llmfleet submit "Say hello" --model mock-model --stream`
     """
     base, key = resolve_api(url, api_key)
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
+    body = {"model": model, "messages": messages, "priority": priority}
     with ApiClient(base, key) as api:
-        job = api.create_job({"model": model, "messages": messages, "priority": priority})
+        job = api.create_job(body | ({"stream": True} if stream else {}))
         typer.echo(f"job {job['id']} queued", err=True)
+        if stream:
+            with suppress(ApiError):  # the job's end, read next, says why
+                for piece in api.follow_job(job["id"]):
+                    typer.echo(piece, nl=False)
+            typer.echo()
         job = api.wait_job(job["id"], timeout)
+    if job["status"] in ("queued", "running"):
+        typer.echo(f"job {job['id']} is still {job['status']} after {timeout:g}s", err=True)
+        raise typer.Exit(1)
     if job["status"] == "succeeded":
-        typer.echo(job["result"]["choices"][0]["message"]["content"])
+        if not stream:
+            typer.echo(job["result"]["choices"][0]["message"]["content"])
         usage = job["usage"] or {}
         typer.echo(
             f"[{job['deployment']}: {usage.get('prompt_tokens')} prompt + "

@@ -22,6 +22,7 @@ from typing import Annotated
 import typer
 from celery import Celery
 
+from models import fleet_name
 from models.contract import broker_options
 from models.settings import FlowerSettings
 
@@ -109,7 +110,7 @@ def _wait_forwarding_signals(proc: subprocess.Popen[bytes]) -> int:
 def disable_events(settings: FlowerSettings) -> bool:
     """Broadcast `disable_events` to every worker; False when the broker is away."""
     app = Celery("llmfleet-flower", broker=settings.broker_url)
-    app.conf.update(broker_options(settings.visibility_timeout))
+    app.conf.update(broker_options(settings.visibility_timeout, fleet_name.current()))
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)

@@ -9,45 +9,45 @@ what it allows goes to stderr. `--json` prints the API's answer instead.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from models.wire import parse_duration
+from producer_api.cli import tenants
 from producer_api.cli.batch import _metadata
 from producer_api.cli.client import ApiClient, resolve_api
+from producer_api.cli.tenants import (
+    Metadata,
+    SubscriptionOption,
+    TierOption,
+    Url,
+    WeightOption,
+    print_json,
+    table,
+)
 
-__all__ = ["customers_app", "install", "keys_app", "teams_app"]
+__all__ = ["install", "keys_app"]
 
 keys_app = typer.Typer(
     help="Virtual API keys: limits, model access, expiry (needs the master key).",
+    epilog='Examples: `llmfleet keys create --team search --models "gpt-4o*" --rpm 60` · '
+    "`llmfleet keys list` · `llmfleet keys revoke key_abc123`",
     no_args_is_help=True,
     rich_markup_mode="markdown",
-)
-teams_app = typer.Typer(help="Teams that keys belong to.", no_args_is_help=True)
-customers_app = typer.Typer(
-    help="Customers that keys belong to (billed to their Lago subscription).",
-    no_args_is_help=True,
 )
 
 
 def install(app: typer.Typer) -> None:
     """Register the three command groups on the `llmfleet` app."""
     app.add_typer(keys_app, name="keys")
-    app.add_typer(teams_app, name="teams")
-    app.add_typer(customers_app, name="customers")
+    tenants.install(app)
 
 
-Url = Annotated[str | None, typer.Option(help="API URL (LLMFLEET_URL).")]
 ApiKey = Annotated[str | None, typer.Option(help="The master key (LLMFLEET_API_KEY).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
 Limit = Annotated[int, typer.Option(min=1, max=100, help="How many to list.")]
-Metadata = Annotated[
-    list[str] | None, typer.Option("--metadata", help="key=value; repeat for more.")
-]
 Alias = Annotated[str | None, typer.Option(help="A name to tell the key by.")]
 Team = Annotated[str | None, typer.Option("--team", help="Team id or name.")]
 Customer = Annotated[str | None, typer.Option("--customer", help="Customer id or name.")]
@@ -73,9 +73,6 @@ CacheTtl = Annotated[
 Expires = Annotated[
     str | None, typer.Option(help="'30d', '12h', or a date (2027-01-01T00:00:00Z).")
 ]
-Subscription = Annotated[
-    str | None, typer.Option("--subscription", help="Lago external_subscription_id.")
-]
 
 
 @keys_app.command("create")
@@ -91,7 +88,9 @@ def create_key(
     max_batch_lines: BatchLines = None,
     cache_ttl: CacheTtl = None,
     expires: Expires = None,
-    subscription: Subscription = None,
+    subscription: SubscriptionOption = None,
+    tier: TierOption = None,
+    weight: WeightOption = None,
     metadata: Metadata = None,
     as_json: AsJson = False,
     url: Url = None,
@@ -121,7 +120,9 @@ def update_key(
     max_batch_lines: BatchLines = None,
     cache_ttl: CacheTtl = None,
     expires: Expires = None,
-    subscription: Subscription = None,
+    subscription: SubscriptionOption = None,
+    tier: TierOption = None,
+    weight: WeightOption = None,
     metadata: Metadata = None,
     as_json: AsJson = False,
     url: Url = None,
@@ -134,7 +135,7 @@ def update_key(
     body = _key_body(locals())
     with ApiClient(*resolve_api(url, api_key)) as api:
         key = api.update_key(key_id, body)
-    _print_json(key) if as_json else _describe(key)
+    print_json(key) if as_json else _describe(key)
 
 
 @keys_app.command("list")
@@ -154,16 +155,16 @@ def list_keys(
     with ApiClient(*resolve_api(url, api_key)) as api:
         page = api.list_keys({k: v for k, v in params.items() if v is not None})
     if as_json:
-        _print_json(page)
+        print_json(page)
         return
-    table = _table("id", "alias", "key", "status", "owner", "models", "limits")
+    rows = table("id", "alias", "key", "status", "owner", "models", "limits")
     for key in page["data"]:
         owner = key["team_id"] or key["customer_id"] or "-"
         models = ",".join(key["models"]) if key["models"] is not None else "*"
         prefix = key["key_prefix"] + "..."
         row = (key["id"], key["alias"] or "", prefix, key["status"], owner, models)
-        table.add_row(*row, " ".join(_limits(key)) or "-")
-    Console().print(table)
+        rows.add_row(*row, " ".join(_limits(key)) or "-")
+    Console().print(rows)
 
 
 @keys_app.command("rotate")
@@ -197,74 +198,6 @@ def revoke_key(
     typer.echo(f"revoked {key['id']} ({key['key_prefix']}...)")
 
 
-@teams_app.command("create")
-def create_team(
-    name: Annotated[str, typer.Argument(help="A unique name.")],
-    metadata: Metadata = None,
-    url: Url = None,
-    api_key: ApiKey = None,
-) -> None:
-    """Create a team; prints its id.
-
-    Example: `llmfleet teams create search --metadata cost_center=42`
-    """
-    with ApiClient(*resolve_api(url, api_key)) as api:
-        team = api.create_tenant("teams", {"name": name, "metadata": _metadata(metadata)})
-    typer.echo(team["id"])
-
-
-@teams_app.command("list")
-def list_teams(limit: Limit = 50, url: Url = None, api_key: ApiKey = None) -> None:
-    """The newest teams.
-
-    Example: `llmfleet teams list`
-    """
-    _list_tenants("teams", limit, url, api_key)
-
-
-@customers_app.command("create")
-def create_customer(
-    name: Annotated[str, typer.Argument(help="A unique name.")],
-    subscription: Subscription = None,
-    metadata: Metadata = None,
-    url: Url = None,
-    api_key: ApiKey = None,
-) -> None:
-    """Create a customer; prints its id.
-
-    Example: `llmfleet customers create acme --subscription sub_acme_2026`
-    """
-    body = {
-        "name": name,
-        "external_subscription_id": subscription,
-        "metadata": _metadata(metadata),
-    }
-    with ApiClient(*resolve_api(url, api_key)) as api:
-        customer = api.create_tenant("customers", body)
-    typer.echo(customer["id"])
-
-
-@customers_app.command("list")
-def list_customers(limit: Limit = 50, url: Url = None, api_key: ApiKey = None) -> None:
-    """The newest customers.
-
-    Example: `llmfleet customers list`
-    """
-    _list_tenants("customers", limit, url, api_key)
-
-
-def _list_tenants(kind: str, limit: int, url: str | None, api_key: str | None) -> None:
-    with ApiClient(*resolve_api(url, api_key)) as api:
-        page = api.list_tenants(kind, limit)
-    columns = ["id", "name"] + (["subscription"] if kind == "customers" else []) + ["metadata"]
-    table = _table(*columns)
-    for row in page["data"]:
-        meta = " ".join(f"{k}={v}" for k, v in (row.get("metadata") or {}).items())
-        sub = [row.get("external_subscription_id") or "-"] if kind == "customers" else []
-        table.add_row(row["id"], row["name"], *sub, meta)
-    Console().print(table)
-
-
 #: CLI option -> API field of a key.
 _KEY_FIELDS = {
     "alias": "alias",
@@ -277,6 +210,8 @@ _KEY_FIELDS = {
     "max_batch_lines": "max_batch_lines",
     "cache_ttl": "cache_ttl",
     "subscription": "external_subscription_id",
+    "tier": "tier",
+    "weight": "weight",
 }
 
 
@@ -311,7 +246,7 @@ def _expiry(value: str) -> dict[str, str]:
 
 def _show_new_key(key: dict[str, Any], as_json: bool, verb: str) -> None:
     if as_json:
-        _print_json(key)
+        print_json(key)
         return
     typer.echo(key["key"])
     _describe(key, f"{verb} {key['id']}")
@@ -335,17 +270,14 @@ def _describe(key: dict[str, Any], title: str | None = None) -> None:
 
 
 def _limits(key: dict[str, Any]) -> list[str]:
-    names = ("rpm", "tpm", "max_parallel_jobs", "max_priority", "max_batch_lines", "cache_ttl")
+    names = (
+        "rpm",
+        "tpm",
+        "max_parallel_jobs",
+        "max_priority",
+        "max_batch_lines",
+        "cache_ttl",
+        "tier",
+        "weight",
+    )
     return [f"{name}={key[name]}" for name in names if key[name] is not None]
-
-
-def _table(*columns: str) -> Table:
-    """Cells wrap rather than being cut: ids and keys must be copyable whole."""
-    table = Table()
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
-
-
-def _print_json(data: dict[str, Any]) -> None:
-    typer.echo(json.dumps(data, indent=2))

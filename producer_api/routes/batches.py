@@ -27,6 +27,7 @@ from producer_api.batches_service import (
 from producer_api.border import BorderRoute
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import API_ERRORS, BODY_ERRORS, CONFLICT_ERRORS, RATE_ERRORS, ApiError
+from producer_api.jobs_service import require_webhook_secret
 from producer_api.routes.files import load_file
 
 router = APIRouter(
@@ -53,6 +54,7 @@ def post_batch(
 ) -> Any:
     """Validates every line first: a bad file answers a `failed` batch listing every
     bad line; a good one is `in_progress` at once."""
+    require_webhook_secret(ctx, body.webhook_url)
     file = load_file(ctx, caller, body.input_file_id)
     if file.purpose != "batch":
         raise ApiError(

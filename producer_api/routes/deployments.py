@@ -1,5 +1,6 @@
 """/v1/deployments (admin): the router's fleet-wide view of every deployment, read
-from the same Redis keys the workers' router scripts keep."""
+from the same Redis keys the workers' router scripts keep, and the work waiting in the
+model groups' fair rooms per tenant and tier."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from models import redis_keys as rk
@@ -37,9 +39,21 @@ class DeploymentPublic(BaseModel):
     max_parallel_requests: int | None
 
 
+class WaitingPublic(BaseModel):
+    """A tenant's jobs waiting in a model group's fair room (models.fair_room)."""
+
+    model_group: str
+    tenant: str
+    tier: str
+    jobs: int
+    next_waited_s: float
+
+
 class DeploymentsPublic(BaseModel):
     object: str = "list"
     data: list[DeploymentPublic]
+    #: Work waiting for a model group's capacity, per tenant and tier, longest first.
+    waiting: list[WaitingPublic] = []
 
 
 @router.get("", response_model=DeploymentsPublic)
@@ -85,4 +99,15 @@ async def list_deployments(
                 max_parallel_requests=params.max_parallel_requests,
             )
         )
-    return DeploymentsPublic(data=data)
+    rooms = await run_in_threadpool(ctx.fair.waiting)
+    waiting = [
+        WaitingPublic(
+            model_group=w.group,
+            tenant=w.tenant,
+            tier=w.tier,
+            jobs=w.jobs,
+            next_waited_s=round(w.next_waited_s, 3),
+        )
+        for w in sorted(rooms, key=lambda w: -w.next_waited_s)
+    ]
+    return DeploymentsPublic(data=data, waiting=waiting)

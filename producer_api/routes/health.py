@@ -16,12 +16,15 @@ router = APIRouter(route_class=BorderRoute, tags=["health"])
 
 
 @router.get("/healthz")
+@router.get("/health/liveliness", include_in_schema=False)  # LiteLLM's spelling
+@router.get("/health/liveness", include_in_schema=False)
 def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
 @router.get("/readyz")
+@router.get("/health/readiness", include_in_schema=False)  # LiteLLM's name
 async def readyz(ctx: Annotated[ApiContext, Depends(get_context)]) -> JSONResponse:
     """The process can serve: the database and Redis both answer."""
     checks: dict[str, str] = {}

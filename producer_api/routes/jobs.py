@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -13,6 +13,7 @@ from models.schemas.jobs import JobCreate, JobPublic, JobsPublic
 from models.tables import Job, JobStatus
 from producer_api.auth import Caller, require_key
 from producer_api.border import BorderRoute
+from producer_api.chat_chunks import ChunkRenderer
 from producer_api.context import ApiContext, get_context
 from producer_api.errors import API_ERRORS, BODY_ERRORS, RATE_ERRORS
 from producer_api.jobs_service import (
@@ -22,6 +23,8 @@ from producer_api.jobs_service import (
     load_job,
     wait_for_end,
 )
+from producer_api.sse import event_stream
+from producer_api.stream_relay import check_event_id, relay
 
 router = APIRouter(route_class=BorderRoute, prefix="/v1/jobs", tags=["jobs"], responses=API_ERRORS)
 
@@ -37,15 +40,34 @@ def post_job(body: JobCreate, ctx: Ctx, caller: Auth) -> JobPublic:
     return JobPublic.from_row(create_job(ctx, caller, body))
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get(
+    "/{job_id}",
+    response_model=JobPublic,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "The job, or its stream."}
+    },
+)
 async def get_job(
     job_id: str,
+    request: Request,
     ctx: Ctx,
     caller: Auth,
     wait: Annotated[
         float, Query(ge=0, description="Seconds to wait for the job to end (long-poll).")
     ] = 0,
-) -> JobPublic:
+    stream: Annotated[
+        bool,
+        Query(
+            description="Follow the job as `chat.completion.chunk` events, as the provider "
+            "sends them; `Last-Event-ID` continues after an event already seen."
+        ),
+    ] = False,
+) -> Any:
+    if stream:
+        after = check_event_id(request.headers.get("last-event-id"))
+        job = await run_in_threadpool(load_job, ctx, caller, job_id)  # 404 if not the caller's
+        renderer = ChunkRenderer(job_id, job.model, include_usage=True, resumed=after != "0-0")
+        return event_stream(renderer, relay(ctx, caller, job_id, after))
     timeout = min(wait, ctx.settings.max_wait_seconds)
     job = await wait_for_end(ctx, caller, job_id, timeout)
     attempts = await run_in_threadpool(load_attempts, ctx, job_id)

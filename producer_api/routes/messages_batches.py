@@ -16,13 +16,13 @@ from starlette.concurrency import run_in_threadpool
 
 from models.anthropic_shape import (
     AnthropicShapeError,
-    MessageBatchCreate,
     anthropic_to_openai_request,
     openai_error_to_anthropic,
     openai_to_anthropic_message,
 )
 from models.batch_lines import validate_file
 from models.batch_stats import status_counts
+from models.schemas.message_batches import MessageBatchCreate
 from models.tables import Batch, Job, JobStatus
 from producer_api.access import model_checker
 from producer_api.auth import Caller, require_key

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, func, select
 
-from models.accounting import Spend
+from models.accounting import Spend, money
 from models.wire import BoundedDatetime
 from producer_api.auth import Caller, require_key
 from producer_api.border import BorderRoute
@@ -101,10 +101,10 @@ def spend_report(
             completion_tokens=int(r[3]),
             cached_tokens=int(r[4]),
             reasoning_tokens=int(r[5]),
-            cost=str(Decimal(r[6])),
+            cost=money(Decimal(r[6])),
             unpriced_requests=int(r[7]),
         )
         for r in rows
     ]
     total = sum((Decimal(g.cost) for g in data), Decimal(0))
-    return SpendReport(group_by=group_by, start=start, end=end, data=data, total_cost=str(total))
+    return SpendReport(group_by=group_by, start=start, end=end, data=data, total_cost=money(total))

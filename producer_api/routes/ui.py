@@ -9,6 +9,7 @@ cookie (`producer_api/ui_session.py`), so no key ever appears in a URL.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 from pathlib import Path
@@ -20,9 +21,11 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from models.accounting import money
 from models.schemas.batches import RequestCounts
 from models.schemas.keys import key_status
-from models.tables import Batch, Job
+from models.tables import Batch, Job, utcnow
+from producer_api.activity import last_hour
 from producer_api.auth import Caller, caller_for_key
 from producer_api.batches_service import view_batch
 from producer_api.border import BorderRoute
@@ -182,7 +185,7 @@ def ui_jobs(ctx: Ctx, caller: SignedIn, limit: Annotated[int, Query(ge=1, le=200
             prompt_tokens=j.prompt_tokens,
             completion_tokens=j.completion_tokens,
             total_tokens=j.total_tokens,
-            cost=str(j.cost) if j.cost is not None else None,
+            cost=money(j.cost) if j.cost is not None else None,
             error_code=(j.error or {}).get("code"),
             batch_id=j.batch_id,
             created_at=int(j.created_at.timestamp()),
@@ -219,6 +222,27 @@ def ui_batches(
             )
         )
     return UiList(data=data)
+
+
+class UiMinute(BaseModel):
+    start: int
+    jobs_per_s: float
+    p50_s: float | None
+    spend: str
+
+
+class UiActivity(BaseModel):
+    object: str = "list"
+    data: list[UiMinute]
+
+
+@router.get("/api/activity", response_model=UiActivity)
+def ui_activity(ctx: Ctx, caller: SignedIn) -> UiActivity:
+    """The last hour by minute (producer_api.activity): the fleet's for the admin, the
+    key's own for a virtual key."""
+    with ctx.sessions() as session:
+        minutes = last_hour(session, None if caller.is_admin else caller.owner, utcnow())
+    return UiActivity(data=[UiMinute(**dataclasses.asdict(m)) for m in minutes])
 
 
 @router.get("/api/deployments", response_model=DeploymentsPublic)

@@ -25,13 +25,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from models.anthropic_shape import (
     AnthropicShapeError,
-    MessageBatchCreate,
     anthropic_to_openai_request,
     openai_error_to_anthropic,
     openai_to_anthropic_message,
 )
 from models.fleet_config import parse_fleet_config
 from models.schemas.chat import ChatCompletionRequest
+from models.schemas.message_batches import MessageBatchCreate
 from workers.providers.anthropic import build_messages_request, parse_message
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic"

@@ -40,7 +40,7 @@ def test_upgrade_then_downgrade_then_upgrade(database_url: str) -> None:
     migrate.upgrade(database_url)
     assert {"jobs", "alembic_version"} <= _tables(database_url)
     # The migrations create what the models describe.
-    for table in ("jobs", "api_keys", "teams", "customers"):
+    for table in ("jobs", "api_keys", "teams", "customers", "responses"):
         described = {c.name for c in Base.metadata.tables[table].columns}
         assert _columns(database_url, table) == described, table
 

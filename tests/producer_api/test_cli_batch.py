@@ -344,7 +344,14 @@ def test_ctrl_c_stops_waiting_and_says_how_to_resume(tmp_path: Path, fake: FakeB
     file = requests_file(tmp_path, "a", "b")
     env = {**os.environ, "LLMFLEET_URL": fake.url, "LLMFLEET_API_KEY": KEY, "PYTHONPATH": str(REPO)}
     argv = [sys.executable, "-m", "producer_api.cli", "batch", "submit", str(file), *FAST]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # as from a terminal, where Ctrl-C is never ignored (a background job's may be)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         until = time.monotonic() + 8
         while fake.polls < 2 and time.monotonic() < until:

@@ -23,6 +23,7 @@ class Owned:
     batch: str
     output_file: str
     message_batch: str
+    response: str
 
 
 def make_everything(fleet: Fleet, tenant: Minted, tmp_path: Path) -> Owned:
@@ -47,6 +48,8 @@ def make_everything(fleet: Fleet, tenant: Minted, tmp_path: Path) -> Owned:
         message_batch = client.post(
             "/v1/messages/batches", json={"requests": [{"custom_id": "a", "params": params}]}
         ).json()["id"]
+        made = client.post("/v1/responses", json={"model": "mock-model", "input": "r"})
+        assert made.status_code == 200, made.text
         assert wait_job(client, job)["status"] == "succeeded"
         until = time.monotonic() + 60
         while (
@@ -55,7 +58,14 @@ def make_everything(fleet: Fleet, tenant: Minted, tmp_path: Path) -> Owned:
         ):
             assert time.monotonic() < until
             time.sleep(0.2)
-    return Owned(job, uploaded["id"], batch["id"], batch["output_file_id"], message_batch)
+    return Owned(
+        job,
+        uploaded["id"],
+        batch["id"],
+        batch["output_file_id"],
+        message_batch,
+        made.json()["id"],
+    )
 
 
 def reads(owned: Owned) -> list[tuple[str, str]]:
@@ -72,6 +82,10 @@ def reads(owned: Owned) -> list[tuple[str, str]]:
         ("GET", f"/v1/batches/{owned.batch}/output?partial=true&which=errors"),
         ("GET", f"/v1/messages/batches/{owned.message_batch}"),
         ("GET", f"/v1/messages/batches/{owned.message_batch}/results"),
+        ("GET", f"/v1/jobs/{owned.job}?stream=true"),
+        ("GET", f"/v1/responses/{owned.response}"),
+        ("GET", f"/v1/responses/{owned.response}?stream=true"),
+        ("GET", f"/v1/responses/{owned.response}/input_items"),
     ]
 
 
@@ -82,6 +96,8 @@ def writes(owned: Owned) -> list[tuple[str, str]]:
         ("POST", f"/v1/messages/batches/{owned.message_batch}/cancel"),
         ("DELETE", f"/v1/files/{owned.file}"),
         ("DELETE", f"/v1/files/{owned.output_file}"),
+        ("DELETE", f"/v1/responses/{owned.response}"),
+        ("POST", f"/v1/responses/{owned.response}/cancel"),
     ]
 
 
@@ -117,6 +133,12 @@ def test_every_resource_of_another_tenant_is_404_and_the_admin_sees_all(
                 json={"input_file_id": theirs.file, "endpoint": "/v1/chat/completions"},
             )
             assert stolen.status_code == 404
+            # ... nor a conversation continued from the other's response
+            continued = client.post(
+                "/v1/responses",
+                json={"model": "mock-model", "input": "x", "previous_response_id": theirs.response},
+            )
+            assert continued.status_code == 404
             # And lists show only one's own
             mine = listed(client)
             assert owned[me.id].job in mine and owned[me.id].message_batch in mine

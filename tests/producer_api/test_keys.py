@@ -231,3 +231,42 @@ def test_cli_manages_keys_teams_and_customers(clean_fleet: Fleet) -> None:
         cli_app, ["keys", "list", "--url", clean_fleet.api_url, "--api-key", new_key]
     )
     assert failed.exit_code == 1 and "401" in failed.output
+
+
+def test_fair_share_tier_and_weight_are_set_through_the_api_and_the_cli(
+    clean_fleet: Fleet,
+) -> None:
+    runner = CliRunner()
+    auth = ["--url", clean_fleet.api_url, "--api-key", MASTER_KEY]
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli_app, [*args, *auth])
+        assert result.exit_code == 0, result.output
+        return str(result.stdout)
+
+    # A team and a customer carry a tier and a weight, set at create and changed later
+    team_id = run("teams", "create", "prod", "--tier", "production", "--weight", "3").strip()
+    customer_id = run("customers", "create", "lab", "--tier", "batch").strip()
+    run("teams", "update", team_id, "--weight", "2.5")
+    assert "production x2.5" in run("teams", "list")
+    assert "batch x1" in run("customers", "list")
+    # and so does a key, shown with what it allows
+    run("keys", "create", "--customer", customer_id, "--tier", "default", "--weight", "4")
+    [key] = json.loads(run("keys", "list", "--json"))["data"]
+    assert (key["tier"], key["weight"]) == ("default", 4.0)
+    described = runner.invoke(cli_app, ["keys", "update", key["id"], "--weight", "5", *auth])
+    assert "tier=default weight=5.0" in described.stderr
+    with clean_fleet.client() as admin:
+        team = admin.get(f"/v1/teams/{team_id}").json()
+        assert (team["tier"], team["weight"]) == ("production", 2.5)
+        # A tier that does not exist, or a weight of 0, is refused naming the field
+        for body in ({"tier": "gold"}, {"weight": 0}, {"weight": 1001}):
+            refused = admin.patch(f"/v1/teams/{team_id}", json=body)
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["param"] == next(iter(body))
+        assert admin.patch(f"/v1/keys/{key['id']}", json={"tier": "gold"}).status_code == 400
+        # and cleared with null: the key then has its owner's share
+        cleared = admin.patch(f"/v1/keys/{key['id']}", json={"tier": None, "weight": None})
+        assert (cleared.json()["tier"], cleared.json()["weight"]) == (None, None)
+    bad = runner.invoke(cli_app, ["teams", "update", team_id, "--tier", "gold", *auth])
+    assert bad.exit_code != 0 and "--tier" in bad.output

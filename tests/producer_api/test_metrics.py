@@ -13,9 +13,12 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import Engine, create_engine, text
 
+from models import fleet_name
 from models import redis_keys as rk
 from models.accounting import UsageOutbox
 from models.db import make_sessionmaker
+from models.fair_room import FairRoom
+from models.fair_share import Share
 from models.fleet_config import parse_fleet_config
 from models.settings import CommonSettings
 from models.tables import utcnow
@@ -52,8 +55,9 @@ def state() -> Iterator[redis.Redis]:
 def exposition(reader: FleetStateReader, engine: Engine) -> str:
     async def read() -> str:
         client = aioredis.Redis.from_url(URL)
+        rooms = FairRoom(redis.Redis.from_url(URL))
         try:
-            snapshot = await reader.read(client, engine)
+            snapshot = await reader.read(client, engine, rooms)
         finally:
             await client.aclose()
         registry = CollectorRegistry(auto_describe=False)
@@ -85,10 +89,18 @@ def add_outbox(engine: Engine, statuses: list[str]) -> None:
 def test_gauges_show_the_fleet_state(state: redis.Redis, engine: Engine) -> None:
     # Given two messages in the low queue, deployment b cooling, a job waiting for
     # capacity, and usage events: two to send, one sent, one dead
-    state.lpush("llmfleet.low", "m1", "m2")
+    state.lpush(f"{fleet_name.current()}:llmfleet.low", "m1", "m2")  # the fleet's broker keys
     state.set(rk.deployment_keys("b")[0], "1", px=30_000)
     state.zadd(rk.DELAYED_JOBS, {"job_1|5": int(time.time() * 1000) + 60_000})
     add_outbox(engine, ["pending", "pending", "sent", "dead"])
+    # and three jobs of two tenants waiting for group g's capacity in its fair room
+    rooms = FairRoom(state)
+    for job, share in (
+        ("j1", Share("team_a")),
+        ("j2", Share("team_a")),
+        ("j3", Share("k", "batch")),
+    ):
+        rooms.wait("g", share, job, 5, 10, due_ms=None, score=None)
     # When the API is scraped
     text = exposition(FleetStateReader(CommonSettings(REDIS_URL=URL), CONFIG), engine)
     # Then
@@ -97,6 +109,8 @@ def test_gauges_show_the_fleet_state(state: redis.Redis, engine: Engine) -> None
     assert 'llmfleet_cooldowns_active{deployment="b",model_group="g"} 1.0' in text
     assert 'llmfleet_cooldowns_active{deployment="a",model_group="g"} 0.0' in text
     assert "llmfleet_jobs_waiting_for_capacity 1.0" in text
+    assert 'llmfleet_tenant_waiting_jobs{tenant="team_a",tier="default"} 2.0' in text
+    assert 'llmfleet_tenant_waiting_jobs{tenant="k",tier="batch"} 1.0' in text
     assert "llmfleet_outbox_backlog 2.0" in text
     assert "llmfleet_outbox_dead_events 1.0" in text
     assert 'llmfleet_fleet_state_up{source="broker"} 1.0' in text

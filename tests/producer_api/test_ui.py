@@ -4,6 +4,7 @@ watching a running batch move."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,25 @@ def test_json_needs_the_session_and_shows_no_prompt(clean_fleet: Fleet) -> None:
     assert "signed in as master" in page.text
 
 
+def test_the_last_hour_is_drawn_from_the_jobs_the_fleet_stored(clean_fleet: Fleet) -> None:
+    # Given jobs that ran 0.3 s each just now
+    body = {"model": "mock-model", "messages": [{"role": "user", "content": "[mock:latency=0.3]"}]}
+    with clean_fleet.client() as api:
+        ids = [api.post("/v1/jobs", json=body).json()["id"] for _ in range(4)]
+        for job_id in ids:
+            assert wait_job(api, job_id, timeout=50)["status"] == "succeeded"
+    # When the operator page asks for the last hour
+    with signed_in(clean_fleet) as client:
+        minutes = client.get("/ui/api/activity").json()["data"]
+    # Then it has its 60 minutes, oldest first, and the jobs are in the latest ones
+    assert len(minutes) == 60
+    assert [m["start"] for m in minutes] == sorted(m["start"] for m in minutes)
+    recent = [m for m in minutes[-2:] if m["jobs_per_s"] > 0]
+    assert recent and all(0.3 <= m["p50_s"] < 5 for m in recent)
+    assert sum(m["jobs_per_s"] * 60 for m in minutes[:-1]) + minutes[-1]["jobs_per_s"] > 0
+    assert {m["spend"] for m in minutes} == {"0"}  # the mock's deployments have no price
+
+
 def test_a_virtual_key_sees_its_own_jobs_until_it_is_revoked(clean_fleet: Fleet) -> None:
     # Given a tenant's key with a job of its own, and the admin's job
     tenant = make_key(clean_fleet.api_url, alias="ui-tenant")
@@ -134,7 +154,7 @@ def submit_slow_batch(fleet: Fleet, tmp_path: Path, lines: int) -> str:
             json={
                 "input_file_id": file_id,
                 "endpoint": "/v1/chat/completions",
-                "completion_window": "1h",
+                "completion_window": "48h",
             },
         ).json()
     assert batch["status"] == "in_progress", batch
@@ -196,6 +216,14 @@ def test_browser_sees_a_running_batch_progress(clean_fleet: Fleet, tmp_path: Pat
             )
         )
         counts = text_shown(driver, f'tr[data-batch-id="{batch_id}"] .counts')
+        created = text_shown(driver, f'tr[data-batch-id="{batch_id}"] td:nth-child(6)')
+        expires = text_shown(driver, f'tr[data-batch-id="{batch_id}"] td:nth-child(7)')
+        wait.until(
+            lambda d: d.execute_script(
+                "const f = document.querySelector('#activity figure[data-series=jobs_per_s]');"
+                "return f && Number(f.dataset.points || 0) > 0;"
+            )
+        )
         jobs_shown = driver.execute_script(
             "return document.querySelectorAll('#jobs tr[data-job-id]').length;"
         )
@@ -203,5 +231,9 @@ def test_browser_sees_a_running_batch_progress(clean_fleet: Fleet, tmp_path: Pat
         log = driver.get_log("browser")
     assert 0 < first < later <= lines
     assert counts == f"{lines} / {lines} done"
+    # a batch that expires in two days shows that day's date; one created today, its time
+    expiry_year = str((dt.datetime.now() + dt.timedelta(hours=48)).year)
+    assert created is not None and expires is not None
+    assert expiry_year in expires and expiry_year not in created
     assert jobs_shown == lines + 2
     assert not [e for e in log if e["level"] == "SEVERE"], log

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import redis
 from celery import Celery
 
+from models import fleet_name
 from models.contract import WORKER_QUEUES, broker_options
 
 __all__ = ["AMQP_URL", "REDIS_BASE", "Broker", "broker_for"]
@@ -52,7 +53,7 @@ class Broker:
 
     def __post_init__(self) -> None:
         self.celery = Celery("test-producer", broker=self.url)
-        self.celery.conf.update(broker_options(7200))
+        self.celery.conf.update(broker_options(7200, fleet_name.current()))
 
     @property
     def is_amqp(self) -> bool:

@@ -116,24 +116,36 @@ def deployment(group: str, host: str) -> dict[str, Any]:
     }
 
 
-def queued_job(model: str = "main", job_id: str | None = None, **fields: Any) -> Job:
-    """A new queued chat job's row, as the API would insert it."""
+def queued_job(
+    model: str = "main",
+    job_id: str | None = None,
+    request: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Job:
+    """A new queued chat job's row, as the API would insert it (`request` is added to
+    a one-message chat body; `fields` set or replace the row's)."""
     now = utcnow()
+    defaults: dict[str, Any] = {
+        "attempts": 0,
+        "calls": 0,
+        "priority": 5,
+        "created_at": now,
+        "queued_at": now,
+        "cancel_requested": False,
+        "owner_key": "master",
+        "cached": False,
+    }
     return Job(
         id=job_id or new_id("job"),
         status=JobStatus.QUEUED,
         kind="chat.completions",
         model=model,
-        request={"model": model, "messages": [{"role": "user", "content": "hi"}]},
-        attempts=0,
-        calls=0,
-        priority=5,
-        created_at=now,
-        queued_at=now,
-        cancel_requested=False,
-        owner_key="master",
-        cached=False,
-        **fields,
+        request={
+            "model": model,
+            "messages": [{"role": "user", "content": "hi"}],
+            **(request or {}),
+        },
+        **(defaults | fields),
     )
 
 

@@ -18,6 +18,7 @@ import redis
 import yaml
 from sqlalchemy import Engine, text
 
+from models import fleet_name
 from tests.support.brokers import REDIS_BASE, Broker, broker_for
 from tests.support.processes import Proc, start_api, start_beat, start_mock, start_worker
 
@@ -90,18 +91,19 @@ def mini_fleet(
     log_dir: Path,
     db_url: str,
     engine: Engine,
-    config: Callable[[dict[str, str]], dict[str, Any]],
+    config: Callable[[dict[str, str]], dict[str, Any]] | Path,
     mocks: dict[str, list[str]],
     *,
     workers: int = 1,
     concurrency: int = 50,
     redis_base: str = REDIS_BASE,
     dbs: tuple[int, int] = (10, 11),
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str | None] | None = None,
     worker_env: dict[str, str] | None = None,
 ) -> Iterator[MiniFleet]:
-    """`config` builds the fleet config from the mock URLs (name -> base URL);
-    `worker_env` is added to the workers' environment only."""
+    """`config` builds the fleet config from the mock URLs (name -> base URL), or is a
+    config file used as it is; `worker_env` is added to the workers' environment only;
+    a variable given as None in `extra_env` is unset."""
     state = redis.Redis.from_url(f"{redis_base}/{dbs[0]}")
     state.flushdb()
     broker = broker_for(dbs[1]) if redis_base == REDIS_BASE else Broker(f"{redis_base}/{dbs[1]}")
@@ -113,9 +115,11 @@ def mini_fleet(
                 " spend, usage_outbox, budgets CASCADE"
             )
         )
-    env = {
+    given: dict[str, str | None] = {
         **os.environ,
         "DATABASE_URL": db_url,
+        # The name this process uses for the fleet's keys (models.fleet_name).
+        "LLMFLEET_NAME": fleet_name.current(),
         "REDIS_URL": f"{redis_base}/{dbs[0]}",
         "BROKER_URL": broker.url,
         "LLMFLEET_MASTER_KEY": MASTER_KEY,
@@ -126,6 +130,7 @@ def mini_fleet(
         "LLMFLEET_FILES_DIR": str(log_dir / "files"),
         **(extra_env or {}),
     }
+    env = {name: value for name, value in given.items() if value is not None}
     procs: list[Proc] = []
     try:
         urls: dict[str, str] = {}
@@ -133,7 +138,10 @@ def mini_fleet(
             proc, urls[name] = start_mock(env, log_dir, *flags, name=f"mock-{name}")
             procs.append(proc)
         path = log_dir / "fleet.yaml"
-        path.write_text(yaml.safe_dump(config(urls)))
+        if isinstance(config, Path):
+            path.write_bytes(config.read_bytes())
+        else:
+            path.write_text(yaml.safe_dump(config(urls)))
         env["LLMFLEET_CONFIG"] = str(path)
         workers_env = {**env, **(worker_env or {})}
         worker_procs = [
@@ -156,6 +164,13 @@ def mini_fleet(
             log_dir,
             concurrency,
         )
+    except BaseException:
+        # What each process printed last is the evidence of a failure in its middle:
+        # pytest shows it with the test's output.
+        for proc in procs:
+            print(f"--- {proc.name} ({proc.exit_reason() or 'running'}), last lines:")
+            print(proc.output()[-4000:])
+        raise
     finally:
         for proc in reversed(procs):
             proc.stop()

@@ -118,6 +118,7 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
             "REDIS_URL": f"{REDIS_BASE}/{STATE_DB}",
             "BROKER_URL": fleet.broker.url,
             "LLMFLEET_CONFIG": str(log_dir / "fleet.yaml"),
+            "LLMFLEET_NAME": fleet.worker_env["LLMFLEET_NAME"],  # the fleet's keys
         }
         yield Ops(fleet, env, log_dir, f"http://127.0.0.1:{port}/metrics")
     engine.dispose()

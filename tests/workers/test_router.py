@@ -14,6 +14,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from models import redis_keys as rk
 from models.fleet_config import FleetConfig, parse_fleet_config
 from tests.conftest import REDIS_BASE
 from workers.calls import drive
@@ -95,7 +96,7 @@ def test_leases_of_dead_workers_expire(client: redis.Redis) -> None:
     lease = drive(router.choose(Request("g", (), 1, timeout_s=0.001), set()))
     assert isinstance(lease, Admitted)
     # The worker dies without reporting; its lease lasts the call timeout plus a margin.
-    key = "llmfleet:dep:{a}:inflight"
+    key = rk.deployment_keys("a")[1]  # in flight
     client.zadd(key, {lease.lease_token: int(time.time() * 1000) - 1})
     assert isinstance(drive(router.choose(request(), set())), Admitted)
 
@@ -147,6 +148,33 @@ def test_latency_routing_prefers_the_fastest(client: redis.Redis) -> None:
     assert picks["fast"] >= 0.9 * 300
 
 
+def test_latency_routing_probes_a_deployment_without_latency_one_call_at_a_time(
+    client: redis.Redis,
+) -> None:
+    # Given a deployment with measured latency, and a new one without any
+    latency = {"fast": 0.1, "new": 1.0}
+    cfg = config({"fast": {}}, routing_strategy="latency-based-routing")
+    alone = Router(cfg, client, random.Random(1))
+    drive(alone.report_success(admit(alone), latency["fast"], 10, 20))
+    both = config({"fast": {}}, {"new": {}}, routing_strategy="latency-based-routing")
+    router = Router(both, client, random.Random(5))
+    # When 20 calls start at once
+    held = [admit(router) for _ in range(20)]
+    # Then the new one is probed by one call, not handed all of them
+    picks = Counter(a.deployment.id for a in held)
+    assert picks == {"fast": 19, "new": 1}
+    # and once its probe says it is slow, the fast one keeps the traffic
+    for admitted in held:
+        drive(router.report_success(admitted, latency[admitted.deployment.id], 10, 20))
+    assert {admit(router).deployment.id for _ in range(20)} == {"fast"}
+
+
+def test_latency_routing_spreads_calls_while_nothing_is_measured(client: redis.Redis) -> None:
+    cfg = config({"a": {}}, {"b": {}}, routing_strategy="latency-based-routing")
+    router = Router(cfg, client, random.Random(2))
+    assert Counter(admit(router).deployment.id for _ in range(20)) == {"a": 10, "b": 10}
+
+
 def test_least_busy_and_usage_based(client: redis.Redis) -> None:
     busy = Router(
         config({"a": {}}, {"b": {}}, routing_strategy="least-busy"), client, random.Random(1)
@@ -193,11 +221,11 @@ def test_adaptive_limit_shrinks_on_429_and_grows_back(client: redis.Redis) -> No
         )
     )
     time.sleep(0.01)
-    limit = float(client.hget("llmfleet:dep:{a}:aimd", "limit"))
+    limit = float(client.hget(rk.deployment_keys("a")[5], "limit"))
     assert limit == 21
     for admitted in held:
         drive(router.report_success(admitted, 0.1, 1, 1))
-    grown = float(client.hget("llmfleet:dep:{a}:aimd", "limit"))
+    grown = float(client.hget(rk.deployment_keys("a")[5], "limit"))
     assert 21 < grown < 23  # +1/limit per success while the limit binds
 
 

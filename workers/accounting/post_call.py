@@ -92,6 +92,10 @@ class Charge:
         return self.price.cost
 
     @property
+    def cost_source(self) -> str | None:
+        return self.price.source
+
+    @property
     def events(self) -> int:
         if not self.billing.external_subscription_id:
             return 0
@@ -260,7 +264,11 @@ def record_spend(
         with sessions.begin() as session:
             created = charge.write(session, job.started_at or utcnow())
             if created:
-                session.execute(update(Job).where(Job.id == job_id).values(cost=charge.cost))
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id)
+                    .values(cost=charge.cost, cost_source=charge.cost_source)
+                )
     except IntegrityError:
         created = False  # a concurrent delivery got there first
     if not created:

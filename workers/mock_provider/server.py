@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import itertools
-import math
 import os
 import random
 import re
-import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -33,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from models.mock_config import MockConfig
+from workers.mock_provider.bodies import Call, Invalid, parse_chat, parse_embeddings
 from workers.mock_provider.replies import (
     CLIENT_CLOSED,
     Reset,
@@ -43,6 +41,7 @@ from workers.mock_provider.replies import (
     status_reply,
     too_many,
 )
+from workers.mock_provider.streams import StreamPlan, stream_directive, stream_reply
 
 __all__ = ["CONFIG_ENV", "create_app", "create_app_from_env", "serve"]
 
@@ -51,28 +50,14 @@ MODEL_ID = "mock-model"
 CALL_TIMES_KEPT = 100_000
 _DIRECTIVE = re.compile(r"\[mock:([a-z_]+)(?:=([^\]]*))?\]")
 _SECONDS = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-_USAGE = "use status=400..599, latency=SECONDS, malformed, reset or context_window"
+_USAGE = (
+    "use status=400..599, latency=SECONDS, malformed, reset, context_window, chunks=N, "
+    "interval=SECONDS, fail_after=N or stall_after=N"
+)
 _MODEL = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "llmfleet-mock"}
 
 Json = dict[str, Any]
 Build = Callable[[MockConfig, int], Json]
-
-
-class _Invalid(Exception):
-    """A bad request body, carried up to one place that turns it into a 400."""
-
-    def __init__(self, message: str, param: str | None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-@dataclass(frozen=True)
-class _Call:
-    """A validated request: what steers its faults and how to build its success body."""
-
-    directive_text: str
-    prompt_tokens: int
-    build: Build
 
 
 @dataclass
@@ -81,6 +66,7 @@ class _Directives:
     outcome: Callable[[MockConfig], Response] | None = None
     #: The fault kind the outcome counts as in the stats, if it is one.
     fault: str | None = None
+    stream: StreamPlan = field(default_factory=StreamPlan)
 
 
 def _directives(text: str, prompt_tokens: int) -> _Directives:
@@ -99,106 +85,18 @@ def _directives(text: str, prompt_tokens: int) -> _Directives:
             found.outcome, found.fault = lambda _config: Reset(), "reset"
         elif name == "context_window" and match.group(2) is None:
             found.outcome, found.fault = lambda _config: context_window(prompt_tokens), None
+        elif (plan := stream_directive(found.stream, name, value)) is not None:
+            found.stream = plan
         else:
-            raise _Invalid(f"unsupported mock directive {match.group(0)!r}; {_USAGE}", "messages")
+            raise Invalid(f"unsupported mock directive {match.group(0)!r}; {_USAGE}", "messages")
     return found
-
-
-def _content_text(content: Any) -> str:
-    """Join the text of a string content or of the "text" parts of a list content."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict)]
-        return " ".join(p for p in parts if isinstance(p, str))
-    return ""
-
-
-def _optional_int(body: Json, name: str, minimum: int) -> int | None:
-    value = body.get(name)
-    if value is not None and (type(value) is not int or value < minimum):  # rejects bools too
-        raise _Invalid(f"'{name}' must be an integer of at least {minimum}", name)
-    return value
-
-
-def _require_model(body: Any) -> str:
-    if not isinstance(body, dict):
-        raise _Invalid("the request body must be a JSON object", None)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _Invalid("'model' is required and must be a non-empty string", "model")
-    return model
-
-
-def _parse_chat(body: Any) -> _Call:
-    model = _require_model(body)
-    messages = body.get("messages")
-    if not (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)):
-        raise _Invalid("'messages' must be a non-empty list of message objects", "messages")
-    if body.get("stream"):
-        raise _Invalid("the mock provider does not stream; send stream=false", "stream")
-    n = _optional_int(body, "n", 1) or 1
-    limit = _optional_int(body, "max_completion_tokens", 1)
-    limit = limit if limit is not None else _optional_int(body, "max_tokens", 1)
-    texts = [_content_text(m.get("content")) for m in messages]
-    users = [t for m, t in zip(messages, texts, strict=True) if m.get("role") == "user"]
-    last_user = users[-1] if users else ""
-    prompt_tokens = max(1, sum(len(t.split()) for t in texts))
-
-    def build(config: MockConfig, number: int) -> Json:
-        reply = f"Echo: {last_user}" if config.reply == "echo" else config.reply
-        words = reply.split()
-        finish = "stop"
-        if limit is not None and len(words) > limit:
-            reply, words, finish = " ".join(words[:limit]), words[:limit], "length"
-        message = {"role": "assistant", "content": reply}
-        choice = {"message": message, "finish_reason": finish, "logprobs": None}
-        completion = len(words) * n
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion}
-        return {
-            "id": f"chatcmpl-mock-{number}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": i, **choice} for i in range(n)],
-            "usage": usage | {"total_tokens": prompt_tokens + completion},
-            "system_fingerprint": None,
-        }
-
-    return _Call(last_user, prompt_tokens, build)
-
-
-def _vector(text: str) -> list[float]:
-    """Eight unit-length floats from the text's hash: stable across runs and processes."""
-    raw = struct.unpack("<8i", hashlib.sha256(text.encode()).digest())
-    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
-    return [round(x / norm, 6) for x in raw]
-
-
-def _parse_embeddings(body: Any) -> _Call:
-    model = _require_model(body)
-    given = body.get("input")
-    inputs = [given] if isinstance(given, str) else given
-    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
-        raise _Invalid("'input' must be a string or a non-empty list of strings", "input")
-    prompt_tokens = max(1, sum(len(t.split()) for t in inputs))
-
-    def build(_config: MockConfig, _number: int) -> Json:
-        data = [
-            {"object": "embedding", "index": i, "embedding": _vector(t)}
-            for i, t in enumerate(inputs)
-        ]
-        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
-        return {"object": "list", "data": data, "model": model, "usage": usage}
-
-    return _Call(inputs[-1], prompt_tokens, build)
 
 
 async def _json_body(request: Request) -> Any:
     try:
         return await request.json()
     except ValueError:  # not JSON, or not even UTF-8
-        raise _Invalid("the request body is not valid JSON", None) from None
+        raise Invalid("the request body is not valid JSON", None) from None
 
 
 async def _wait_for_disconnect(request: Request) -> None:
@@ -257,18 +155,18 @@ class _MockProvider:
         self.numbers = itertools.count(1)
 
     async def chat(self, request: Request) -> Response:
-        return await self._observed(request, _parse_chat)
+        return await self._observed(request, parse_chat)
 
     async def embeddings(self, request: Request) -> Response:
-        return await self._observed(request, _parse_embeddings)
+        return await self._observed(request, parse_embeddings)
 
-    async def _observed(self, request: Request, parse: Callable[[Any], _Call]) -> Response:
+    async def _observed(self, request: Request, parse: Callable[[Any], Call]) -> Response:
         self.stats.calls += 1
         self.stats.call_times.append(time.time())
         try:
             call = parse(await _json_body(request))
             directives = _directives(call.directive_text, call.prompt_tokens)
-        except _Invalid as exc:
+        except Invalid as exc:
             response: Response = error(400, str(exc), param=exc.param)
         else:
             response = await self._admitted(request, call, directives)
@@ -276,7 +174,7 @@ class _MockProvider:
             self.stats.by_status[response.status_code] += 1
         return response
 
-    async def _admitted(self, request: Request, call: _Call, directives: _Directives) -> Response:
+    async def _admitted(self, request: Request, call: Call, directives: _Directives) -> Response:
         config, stats = self.config, self.stats
         if config.max_concurrency is not None and stats.in_flight >= config.max_concurrency:
             stats.faults["over_capacity"] += 1
@@ -289,7 +187,7 @@ class _MockProvider:
             stats.in_flight -= 1
 
     async def _faulted(
-        self, request: Request, config: MockConfig, call: _Call, directives: _Directives
+        self, request: Request, config: MockConfig, call: Call, directives: _Directives
     ) -> Response:
         faults = self.stats.faults
         delay = 0.0
@@ -307,6 +205,9 @@ class _MockProvider:
         if config.context_window is not None and call.prompt_tokens > config.context_window:
             return context_window(call.prompt_tokens, config.context_window)
         fault = self._draw_fault(config)
+        if fault is None and call.stream:
+            reply = call.build(config, next(self.numbers))
+            return stream_reply(config, reply, directives.stream, call.include_usage)
         if fault is None:
             return JSONResponse(call.build(config, next(self.numbers)))
         faults[fault] += 1
@@ -347,9 +248,9 @@ class _MockProvider:
         try:
             changes = await _json_body(request)
             if not isinstance(changes, dict):
-                raise _Invalid("the body must be an object of MockConfig fields", None)
+                raise Invalid("the body must be an object of MockConfig fields", None)
             config = MockConfig.model_validate(self.config.model_dump() | changes)
-        except _Invalid as exc:
+        except Invalid as exc:
             return error(400, str(exc), param=exc.param)
         except ValidationError as exc:
             first = exc.errors()[0]

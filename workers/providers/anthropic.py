@@ -6,7 +6,8 @@ prompt is a top-level field, roles must alternate, tool calls and tool results a
 content blocks, `max_tokens` is required, and cached prompt tokens are counted apart
 from `input_tokens`. Pure converters translate both ways and never mutate their input;
 one boundary maps Anthropic's typed errors into `errors`; the I/O comes last. The
-transport boundary, `Retry-After` and JSON reading are the OpenAI module's, shared.
+transport boundary, `Retry-After` and JSON reading are the OpenAI module's, shared;
+the stream's events are read by `anthropic_stream`.
 
 Finish reasons (Anthropic `stop_reason` -> OpenAI `finish_reason`):
 
@@ -28,6 +29,7 @@ map as in the OpenAI module; a 2xx without a `content` list is MalformedResponse
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -37,8 +39,15 @@ import httpx2 as httpx
 
 from models.fleet_config import Deployment
 from workers.providers import errors, openai
+from workers.providers.anthropic_convert import (
+    convert_messages,
+    convert_tool_choice,
+    convert_tools,
+    refused,
+)
+from workers.providers.anthropic_stream import MessageEvents
 from workers.providers.base import CallOptions, ProviderResult, Usage, openai_usage
-from workers.providers.exchange import Exchange, ExchangeProtocol
+from workers.providers.exchange import Exchange, ExchangeProtocol, StreamCall, json_call
 from workers.providers.params import check_params
 
 __all__ = [
@@ -121,7 +130,7 @@ def build_messages_request(
         system, messages = convert_messages(provider, body.get("messages") or [])
         tools = convert_tools(provider, body.get("tools") or [])
     except (KeyError, TypeError, AttributeError) as exc:
-        raise _bad(provider, f"malformed messages or tools ({exc!r})", "messages") from exc
+        raise refused(provider, f"malformed messages or tools ({exc!r})", "messages") from exc
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     payload: dict[str, Any] = {
         "model": deployment.litellm_params.provider_model,
@@ -144,134 +153,6 @@ def build_messages_request(
     if body.get("user"):
         payload["metadata"] = {"user_id": body["user"]}
     return messages_url(deployment, default_base), auth_headers(deployment), payload
-
-
-def convert_messages(
-    provider: str, messages: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """System text blocks, and turns that alternate: consecutive turns of one role
-    (tool results are user turns) are merged, never padded with invented ones."""
-    system: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
-    for message in messages:
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.extend(_content_blocks(provider, message.get("content")))
-            continue
-        if role == "user":
-            blocks = _content_blocks(provider, message.get("content"))
-        elif role == "assistant":
-            blocks = _assistant_blocks(provider, message)
-        elif role == "tool":
-            role, blocks = "user", [_tool_result_block(provider, message)]
-        else:
-            raise _bad(provider, f"messages with role {role!r} are not supported", "messages")
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return system, turns
-
-
-def _content_blocks(provider: str, content: Any) -> list[dict[str, Any]]:
-    """OpenAI message content (a string or a list of parts) as Anthropic blocks; empty
-    text is left out, as Anthropic refuses empty text blocks."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    if not isinstance(content, list):
-        raise _bad(provider, "message `content` must be a string or a list", "messages")
-    blocks = []
-    for part in content:
-        ptype = part.get("type") if isinstance(part, dict) else None
-        if ptype == "text":
-            if not part.get("text"):
-                continue
-            block: dict[str, Any] = {"type": "text", "text": part["text"]}
-        elif ptype == "image_url":
-            block = _image_block(provider, part.get("image_url"))
-        else:
-            raise _bad(provider, f"content parts of type {ptype!r} are not supported", "messages")
-        if isinstance(part, dict) and part.get("cache_control"):
-            block["cache_control"] = dict(part["cache_control"])
-        blocks.append(block)
-    return blocks
-
-
-def _image_block(provider: str, image_url: Any) -> dict[str, Any]:
-    url = image_url.get("url") if isinstance(image_url, dict) else image_url
-    if not isinstance(url, str):
-        raise _bad(provider, "an `image_url` part needs a `url`", "messages")
-    if url.startswith(("http://", "https://")):
-        return {"type": "image", "source": {"type": "url", "url": url}}
-    header, comma, data = url.partition(",")
-    if not (header.startswith("data:") and header.endswith(";base64") and comma):
-        raise _bad(provider, "image URLs must be http(s) or base64 data: URLs", "messages")
-    media_type = header.removeprefix("data:").removesuffix(";base64")
-    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
-
-
-def _assistant_blocks(provider: str, message: dict[str, Any]) -> list[dict[str, Any]]:
-    blocks = _content_blocks(provider, message.get("content"))
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
-        try:
-            arguments = json.loads(function.get("arguments") or "{}")
-        except (TypeError, ValueError) as exc:
-            raise _bad(provider, "tool call `arguments` must be a JSON object", "messages") from exc
-        if not isinstance(arguments, dict):
-            raise _bad(provider, "tool call `arguments` must be a JSON object", "messages")
-        blocks.append(
-            {"type": "tool_use", "id": call["id"], "name": function["name"], "input": arguments}
-        )
-    return blocks
-
-
-def _tool_result_block(provider: str, message: dict[str, Any]) -> dict[str, Any]:
-    content = message.get("content")
-    content = content if isinstance(content, str) else _content_blocks(provider, content)
-    return {"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": content}
-
-
-def convert_tools(provider: str, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    converted = []
-    for tool in tools:
-        function = tool.get("function")
-        if tool.get("type") != "function" or not isinstance(function, dict):
-            raise _bad(provider, "only `function` tools are supported", "tools")
-        entry: dict[str, Any] = {
-            "name": function["name"],
-            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
-        }
-        if function.get("description"):
-            entry["description"] = function["description"]
-        converted.append(entry)
-    return converted
-
-
-def convert_tool_choice(
-    provider: str, choice: Any, parallel_tool_calls: bool | None
-) -> dict[str, Any] | None:
-    """OpenAI `tool_choice` (and `parallel_tool_calls: false`) as Anthropic's."""
-    converted: dict[str, Any] | None
-    if choice is None:
-        converted = None if parallel_tool_calls is not False else {"type": "auto"}
-    elif choice in ("auto", "required", "none"):
-        converted = {"type": {"auto": "auto", "required": "any", "none": "none"}[choice]}
-    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        converted = {"type": "tool", "name": choice["function"]["name"]}
-    else:
-        raise _bad(provider, f"unsupported `tool_choice`: {choice!r}", "tool_choice")
-    if converted is not None and parallel_tool_calls is False and converted["type"] != "none":
-        converted["disable_parallel_tool_use"] = True
-    return converted
-
-
-def _bad(provider: str, message: str, param: str) -> errors.BadRequestError:
-    return errors.BadRequestError(
-        f"{provider}: {message}", provider=provider, param=param, code="invalid_value"
-    )
 
 
 # --- response: Anthropic Message -> OpenAI chat.completion --------------------------
@@ -352,11 +233,24 @@ def error_from_response(provider: str, response: httpx.Response) -> errors.Provi
     err = err if isinstance(err, dict) else {}
     etype = err.get("type") if isinstance(err.get("type"), str) else None
     message = str(err.get("message") or f"provider answered HTTP {response.status_code}")
-    cls = _TYPE_ERRORS.get(etype or "") or openai.error_class_for_status(response.status_code)
+    wait, status = openai.retry_after(response), response.status_code
+    return error_for_type(provider, etype, message, status, wait)
+
+
+def error_for_type(
+    provider: str,
+    etype: str | None,
+    message: str,
+    status: int | None = None,
+    retry_after: float | None = None,
+) -> errors.ProviderError:
+    """An Anthropic error `type` (from a reply or a stream's error event) as the tree."""
+    cls = _TYPE_ERRORS.get(etype or "") or (
+        openai.error_class_for_status(status) if status else errors.UnavailableError
+    )
     if cls is errors.BadRequestError and any(h in message.lower() for h in _CONTEXT_WINDOW_HINTS):
         cls = errors.ContextWindowExceededError
-    wait, status = openai.retry_after(response), response.status_code
-    return cls(message, provider=provider, code=etype, retry_after=wait, status=status)
+    return cls(message, provider=provider, code=etype, retry_after=retry_after, status=status)
 
 
 # --- the I/O ------------------------------------------------------------------------
@@ -380,6 +274,17 @@ class AnthropicProtocol(ExchangeProtocol):
             self.name, url, headers, payload, options.timeout, error_from_response
         )
         return parse_message(self.name, data, int(time.time()))
+
+    def chat_stream(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> StreamCall:
+        url, headers, payload = build_messages_request(
+            self.name, deployment, body, self.default_base, options.drop_params
+        )
+        call = json_call(url, headers, {**payload, "stream": True}, options.timeout)
+        error_for = functools.partial(error_for_type, self.name)
+        events = MessageEvents(self.name, FINISH_REASONS, error_for, usage_from_anthropic)
+        return StreamCall(call, events, error_from_response)
 
     def embed_exchange(
         self, deployment: Deployment, body: dict[str, Any], options: CallOptions

@@ -10,11 +10,14 @@ from typing import Any
 from models.fleet_config import Deployment
 from workers.providers import errors
 from workers.providers.base import CallOptions
-from workers.providers.exchange import Exchange, ExchangeProtocol
+from workers.providers.exchange import Exchange, ExchangeProtocol, StreamCall, json_call
 from workers.providers.openai import (
+    ChatChunks,
+    error_from_response,
     parse_chat_response,
     parse_embeddings_response,
     post_json,
+    stream_payload,
 )
 
 __all__ = ["AzureProtocol", "build_azure_request"]
@@ -53,6 +56,13 @@ class AzureProtocol(ExchangeProtocol):
         url, headers, payload = build_azure_request(deployment, body, "chat/completions")
         data = yield from post_json(self.name, url, headers, payload, options.timeout)
         return parse_chat_response(self.name, data)
+
+    def chat_stream(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> StreamCall:
+        url, headers, payload = build_azure_request(deployment, body, "chat/completions")
+        call = json_call(url, headers, stream_payload(payload), options.timeout)
+        return StreamCall(call, ChatChunks(self.name), error_from_response)
 
     def embed_exchange(
         self, deployment: Deployment, body: dict[str, Any], options: CallOptions

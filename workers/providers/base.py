@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from models.fleet_config import Deployment
 
 if TYPE_CHECKING:
-    from workers.providers.exchange import Exchange
+    from workers.providers.exchange import Exchange, StreamCall
 
 __all__ = ["CallOptions", "Provider", "ProviderResult", "Usage", "openai_usage"]
 
@@ -72,6 +72,10 @@ class Provider(Protocol):
     def chat_exchange(
         self, deployment: Deployment, body: dict[str, Any], options: CallOptions
     ) -> Exchange: ...
+
+    def chat_stream(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> StreamCall: ...
 
     def embed_exchange(
         self, deployment: Deployment, body: dict[str, Any], options: CallOptions

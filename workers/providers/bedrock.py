@@ -1,7 +1,8 @@
 """The Amazon Bedrock protocol: chat through the Converse API, embeddings through
 InvokeModel (Titan and Cohere bodies), every request signed with SigV4 by botocore's
-own signer. The Converse converters live in bedrock_convert.py; here are the region and
-credentials, the signing, the error boundary, the (pure) embeddings bodies, then the I/O.
+own signer. The Converse converters live in bedrock_convert.py, the stream's in bedrock_stream.py,
+the embeddings bodies in bedrock_embed.py; here are the region and credentials, the
+signing, the error boundary, then the I/O.
 
 Bedrock names its errors in the `x-amzn-ErrorType` header (`ValidationException:http://...`)
 with a JSON `{"message": ...}` body. The name wins over the status (ModelNotReadyException
@@ -26,13 +27,14 @@ comes as a 429 but is the model warming up, not our rate):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -47,13 +49,13 @@ from botocore.exceptions import BotoCoreError
 from models.fleet_config import Deployment, LiteLLMParams
 from workers.providers import bedrock_convert as convert
 from workers.providers import errors
-from workers.providers.base import CallOptions, ProviderResult, Usage
-from workers.providers.exchange import Exchange, ExchangeProtocol, HttpCall
+from workers.providers.base import CallOptions
+from workers.providers.bedrock_embed import embed_family, embed_payloads, parse_embeddings
+from workers.providers.bedrock_stream import ConverseEvents, aws_events
+from workers.providers.exchange import Exchange, ExchangeProtocol, HttpCall, StreamCall
 from workers.providers.openai import error_class_for_status, read_json, retry_after
-from workers.providers.params import check_params
 
 __all__ = [
-    "EMBED_FAMILIES",
     "BedrockProtocol",
     "EnvironmentCredentials",
     "error_from_response",
@@ -63,6 +65,8 @@ __all__ = [
 ]
 
 SIGNING_NAME = "bedrock"
+#: What ConverseStream answers in.
+EVENTS = "application/vnd.amazon.eventstream"
 _REGION = re.compile(r"[a-z0-9-]+")
 _CONTEXT = re.compile(r"too long|too many input tokens|context (window|length|limit)", re.I)
 
@@ -147,14 +151,16 @@ def model_url(api_base: str | None, region: str, model_id: str, action: str) -> 
     return f"{base}/model/{quote(model_id, safe='')}/{action}"
 
 
-def sign(url: str, content: bytes, credentials: ReadOnlyCredentials, region: str) -> dict[str, str]:
+def sign(
+    url: str,
+    content: bytes,
+    credentials: ReadOnlyCredentials,
+    region: str,
+    accept: str = "application/json",
+) -> dict[str, str]:
     """Headers that sign exactly `content` POSTed to `url` (SigV4, service `bedrock`)."""
-    request = AWSRequest(
-        method="POST",
-        url=url,
-        data=content,
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
+    headers = {"Content-Type": "application/json", "Accept": accept}
+    request = AWSRequest(method="POST", url=url, data=content, headers=headers)
     SigV4Auth(credentials, SIGNING_NAME, region).add_auth(request)
     return dict(request.headers.items())
 
@@ -165,16 +171,23 @@ def sign(url: str, content: bytes, credentials: ReadOnlyCredentials, region: str
 def error_from_response(provider: str, response: httpx.Response) -> errors.ProviderError:
     """Map a non-2xx Bedrock reply to the error tree; the most specific class wins."""
     kind, message = _error_fields(response)
-    cls = _TYPE_ERRORS.get(kind or "") or error_class_for_status(response.status_code)
+    return error_for_name(provider, kind, message, response.status_code, retry_after(response))
+
+
+def error_for_name(
+    provider: str,
+    kind: str | None,
+    message: str,
+    status: int | None = None,
+    wait: float | None = None,
+) -> errors.ProviderError:
+    """A Bedrock error name (a reply's, or a stream's exception event) as the tree."""
+    cls = _TYPE_ERRORS.get(kind or "") or (
+        error_class_for_status(status) if status else errors.UnavailableError
+    )
     if cls is errors.BadRequestError and _CONTEXT.search(message):
         cls = errors.ContextWindowExceededError
-    return cls(
-        message,
-        provider=provider,
-        code=kind,
-        retry_after=retry_after(response),
-        status=response.status_code,
-    )
+    return cls(message, provider=provider, code=kind, retry_after=wait, status=status)
 
 
 def _error_fields(response: httpx.Response) -> tuple[str | None, str]:
@@ -196,109 +209,6 @@ def _header_tokens(response: httpx.Response) -> int | None:
     """InvokeModel reports the input token count in a header, whatever the body holds."""
     value = response.headers.get("x-amzn-bedrock-input-token-count", "")
     return int(value) if value.isdigit() else None
-
-
-# -- InvokeModel embeddings bodies (pure) -----------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EmbedFamily:
-    """One InvokeModel embeddings body shape: how many inputs one call takes, the
-    OpenAI parameters it honours, the body, and (vectors, tokens or None) of a reply."""
-
-    batch: int
-    params: tuple[str, ...]
-    payload: Callable[[list[str], dict[str, Any]], dict[str, Any]]
-    vectors: Callable[[dict[str, Any]], tuple[list[Any], int | None]]
-
-
-def _titan_payload(texts: list[str], body: dict[str, Any]) -> dict[str, Any]:
-    payload: dict[str, Any] = {"inputText": texts[0]}
-    if body.get("dimensions") is not None:
-        payload["dimensions"] = body["dimensions"]
-    return payload
-
-
-def _titan_vectors(data: dict[str, Any]) -> tuple[list[Any], int | None]:
-    tokens = data.get("inputTextTokenCount")
-    return [data.get("embedding")], tokens if isinstance(tokens, int) else None
-
-
-def _cohere_payload(texts: list[str], body: dict[str, Any]) -> dict[str, Any]:
-    return {"texts": texts, "input_type": body.get("input_type") or "search_document"}
-
-
-def _cohere_vectors(data: dict[str, Any]) -> tuple[list[Any], int | None]:
-    """`embeddings` is a list, or a dict by type when `embedding_types` was asked for."""
-    vectors = data.get("embeddings")
-    if isinstance(vectors, dict):
-        vectors = vectors.get("float")
-    return vectors if isinstance(vectors, list) else [], None
-
-
-#: By a substring of the model id, so region prefixes (`us.`) and ARNs match too.
-EMBED_FAMILIES: dict[str, EmbedFamily] = {
-    "amazon.titan-embed": EmbedFamily(1, ("dimensions",), _titan_payload, _titan_vectors),
-    # Cohere takes at most 96 texts per call.
-    "cohere.embed": EmbedFamily(96, ("input_type",), _cohere_payload, _cohere_vectors),
-}
-
-
-def embed_family(model_id: str, provider: str) -> EmbedFamily:
-    for key, family in EMBED_FAMILIES.items():
-        if key in model_id:
-            return family
-    raise convert.bad(
-        provider,
-        f"{provider} embeddings support Titan and Cohere models, not {model_id!r}",
-        "model",
-    )
-
-
-def embed_payloads(
-    family: EmbedFamily, body: dict[str, Any], provider: str, drop: bool
-) -> tuple[list[dict[str, Any]], int]:
-    """One InvokeModel body per batch of input strings, and the number of inputs."""
-    checked = check_params(convert.without_defaults(body), family.params, provider, drop)
-    raw = checked.get("input")
-    texts = [raw] if isinstance(raw, str) else raw
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise convert.bad(
-            provider, "`input` must be a string or a non-empty list of strings", "input"
-        )
-    batches = range(0, len(texts), family.batch)
-    return [family.payload(texts[k : k + family.batch], checked) for k in batches], len(texts)
-
-
-def parse_embeddings(
-    provider: str,
-    family: EmbedFamily,
-    replies: list[tuple[Any, int | None]],
-    *,
-    model: str,
-    expected: int,
-) -> ProviderResult:
-    """The replies (JSON, token count from the reply headers) as an OpenAI embeddings
-    `list`; token counts are summed where the body or the headers report them."""
-    vectors: list[Any] = []
-    tokens = 0
-    for data, header_tokens in replies:
-        if not isinstance(data, dict):
-            raise convert.malformed(provider, "no embeddings object")
-        found, body_tokens = family.vectors(data)
-        vectors += found
-        tokens += body_tokens if body_tokens is not None else header_tokens or 0
-    if len(vectors) != expected or not all(isinstance(v, list) for v in vectors):
-        raise convert.malformed(provider, f"{len(vectors)} embeddings for {expected} inputs")
-    response = {
-        "object": "list",
-        "data": [
-            {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
-        ],
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-    return ProviderResult(response=response, usage=Usage(tokens, 0, tokens))
 
 
 # -- the protocol ---------------------------------------------------------------------
@@ -328,6 +238,18 @@ class BedrockProtocol(ExchangeProtocol):
             created=int(time.time()),
         )
 
+    def chat_stream(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> StreamCall:
+        payload = convert.build_converse_body(body, self.name, options.drop_params)
+        model_id = deployment.litellm_params.provider_model
+        call = self._signed(deployment, model_id, "converse-stream", payload, options, EVENTS)
+        error_for = functools.partial(error_for_name, self.name)
+        events = ConverseEvents(
+            self.name, convert.FINISH_REASONS, error_for, convert.usage_from_converse
+        )
+        return StreamCall(call, events, error_from_response, aws_events)
+
     def embed_exchange(
         self, deployment: Deployment, body: dict[str, Any], options: CallOptions
     ) -> Exchange:
@@ -351,6 +273,22 @@ class BedrockProtocol(ExchangeProtocol):
             )
         return credentials
 
+    def _signed(
+        self,
+        deployment: Deployment,
+        model_id: str,
+        action: str,
+        payload: dict[str, Any],
+        options: CallOptions,
+        accept: str = "application/json",
+    ) -> HttpCall:
+        params = deployment.litellm_params
+        region = resolve_region(params, os.environ, self.name)
+        url = model_url(params.api_base, region, model_id, action)
+        content = json.dumps(payload, separators=(",", ":")).encode()
+        headers = sign(url, content, self._credentials(params), region, accept)
+        return HttpCall(url, headers, content, options.timeout)
+
     def _post(
         self,
         deployment: Deployment,
@@ -360,12 +298,7 @@ class BedrockProtocol(ExchangeProtocol):
         options: CallOptions,
     ) -> Generator[HttpCall, httpx.Response, httpx.Response]:
         """Sign and send one call; returns the 2xx response."""
-        params = deployment.litellm_params
-        region = resolve_region(params, os.environ, self.name)
-        url = model_url(params.api_base, region, model_id, action)
-        content = json.dumps(payload, separators=(",", ":")).encode()
-        headers = sign(url, content, self._credentials(params), region)
-        response = yield HttpCall(url, headers, content, options.timeout)
+        response = yield self._signed(deployment, model_id, action, payload, options)
         if response.status_code >= 400:
             raise error_from_response(self.name, response)
         return response

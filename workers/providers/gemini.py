@@ -59,7 +59,7 @@ from models.fleet_config import Deployment
 from workers.providers import errors
 from workers.providers import gemini_convert as convert
 from workers.providers.base import CallOptions, ProviderResult, Usage, openai_usage
-from workers.providers.exchange import Exchange, ExchangeProtocol, HttpCall
+from workers.providers.exchange import Exchange, ExchangeProtocol, HttpCall, StreamCall, json_call
 from workers.providers.gemini_convert import SIGNATURE_SEP
 from workers.providers.openai import error_class_for_status, post_json, retry_after
 
@@ -71,6 +71,7 @@ __all__ = [
     "embedding_values",
     "embeddings_response",
     "error_from_response",
+    "tool_call",
     "usage_from_gemini",
 ]
 
@@ -149,7 +150,7 @@ def _choice(
             texts.append(str(part["text"]))
         elif "functionCall" in part:
             call_id = f"call_{response_id}_{index}_{len(calls)}"
-            calls.append(_tool_call(provider, part, call_id))
+            calls.append(tool_call(provider, part, call_id))
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
     if calls:
         message["tool_calls"] = calls
@@ -157,7 +158,7 @@ def _choice(
     return {"index": index, "message": message, "finish_reason": reason or "stop", "logprobs": None}
 
 
-def _tool_call(provider: str, part: dict[str, Any], call_id: str) -> dict[str, Any]:
+def tool_call(provider: str, part: dict[str, Any], call_id: str) -> dict[str, Any]:
     call = part["functionCall"]
     if not isinstance(call, dict) or not call.get("name"):
         raise _malformed(provider, "has a functionCall without a name")
@@ -305,6 +306,17 @@ class GeminiProtocol(ExchangeProtocol):
         data = yield from self._post(deployment, f"{model}:generateContent", payload, options)
         return chat_response(self.name, data, model, int(time.time()))
 
+    def chat_stream(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> StreamCall:
+        from workers.providers.gemini_stream import GeminiEvents  # it reads this module's
+
+        payload = convert.chat_body(self.name, body, options.drop_params)
+        model = _model(deployment)
+        url, headers = self._target(deployment, f"{model}:streamGenerateContent?alt=sse")
+        call = json_call(url, headers, payload, options.timeout)
+        return StreamCall(call, GeminiEvents(self.name, model), error_from_response)
+
     def embed_exchange(
         self, deployment: Deployment, body: dict[str, Any], options: CallOptions
     ) -> Exchange:
@@ -324,17 +336,20 @@ class GeminiProtocol(ExchangeProtocol):
         payload: dict[str, Any],
         options: CallOptions,
     ) -> Generator[HttpCall, httpx.Response, Any]:
-        params = deployment.litellm_params
-        base = (params.api_base or self.default_base).rstrip("/")
-        headers = {"Content-Type": "application/json"}
-        if params.api_key is not None:
-            headers["x-goog-api-key"] = params.api_key.get_secret_value()
-        url = f"{base}/v1beta/models/{action}"
+        url, headers = self._target(deployment, action)
         return (
             yield from post_json(
                 self.name, url, headers, payload, options.timeout, error_from_response
             )
         )
+
+    def _target(self, deployment: Deployment, action: str) -> tuple[str, dict[str, str]]:
+        params = deployment.litellm_params
+        base = (params.api_base or self.default_base).rstrip("/")
+        headers = {"Content-Type": "application/json"}
+        if params.api_key is not None:
+            headers["x-goog-api-key"] = params.api_key.get_secret_value()
+        return f"{base}/v1beta/models/{action}", headers
 
 
 def _model(deployment: Deployment) -> str:

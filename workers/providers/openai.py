@@ -13,17 +13,21 @@ from typing import Any
 import httpx2 as httpx
 
 from models.fleet_config import Deployment
+from models.stream_events import Delta
 from workers.providers import errors
 from workers.providers.base import CallOptions, ProviderResult, Usage
 from workers.providers.exchange import (
     Exchange,
     ExchangeProtocol,
     HttpCall,
+    StreamCall,
     json_call,
     map_transport_errors,
 )
+from workers.providers.stream_decoding import cut_short, json_event
 
 __all__ = [
+    "ChatChunks",
     "OpenAIProtocol",
     "build_chat_request",
     "error_from_response",
@@ -94,6 +98,65 @@ def parse_chat_response(provider: str, data: Any) -> ProviderResult:
     response = dict(data)
     response.setdefault("object", "chat.completion")
     return ProviderResult(response=response, usage=usage)
+
+
+def stream_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """A chat body asking for a stream whose last chunk carries the usage."""
+    options = payload.get("stream_options") or {}
+    return {**payload, "stream": True, "stream_options": {**options, "include_usage": True}}
+
+
+#: Error `type`s a stream's error event may carry, and what they mean.
+_STREAM_ERROR_TYPES: dict[str, type[errors.ProviderError]] = {
+    "invalid_request_error": errors.BadRequestError,
+    "rate_limit_error": errors.RateLimitedError,
+    "requests": errors.RateLimitedError,
+    "tokens": errors.RateLimitedError,
+}
+
+
+class ChatChunks:
+    """OpenAI's `chat.completion.chunk` events, read one at a time (pure): each
+    choice's delta becomes a Delta, the last chunk's `usage` a Usage, `[DONE]` the
+    end, and an event carrying `error` (how OpenAI breaks off a stream) the error tree."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.done = False
+
+    def feed(self, event: str, data: str) -> list[Delta | Usage]:
+        if data.strip() == "[DONE]":
+            self.done = True
+            return []
+        chunk = json_event(self.provider, data)
+        if chunk.get("error") is not None:
+            raise self._error(chunk["error"])
+        out: list[Delta | Usage] = []
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content") or None
+            calls = tuple(delta.get("tool_calls") or ())
+            finish = choice.get("finish_reason")
+            if content is not None or calls or finish is not None:
+                out.append(Delta(int(choice.get("index") or 0), content, calls, finish))
+        if chunk.get("usage"):
+            out.append(usage_from_openai(chunk["usage"], self.provider))
+        return out
+
+    def close(self) -> list[Delta | Usage]:
+        if not self.done:
+            raise cut_short(self.provider)
+        return []
+
+    def _error(self, raw: Any) -> errors.ProviderError:
+        raw = raw if isinstance(raw, dict) else {"message": str(raw)}
+        cls = _STREAM_ERROR_TYPES.get(str(raw.get("type")), errors.UnavailableError)
+        code = raw.get("code") if isinstance(raw.get("code"), str) else None
+        return cls(
+            str(raw.get("message") or "the provider broke off its stream"),
+            provider=self.provider,
+            code=code,
+        )
 
 
 def parse_embeddings_response(provider: str, data: Any) -> ProviderResult:
@@ -206,6 +269,13 @@ class OpenAIProtocol(ExchangeProtocol):
         url, headers, payload = build_chat_request(deployment, body, self.default_base)
         data = yield from post_json(self.name, url, headers, payload, options.timeout)
         return parse_chat_response(self.name, data)
+
+    def chat_stream(
+        self, deployment: Deployment, body: dict[str, Any], options: CallOptions
+    ) -> StreamCall:
+        url, headers, payload = build_chat_request(deployment, body, self.default_base)
+        call = json_call(url, headers, stream_payload(payload), options.timeout)
+        return StreamCall(call, ChatChunks(self.name), error_from_response)
 
     def embed_exchange(
         self, deployment: Deployment, body: dict[str, Any], options: CallOptions

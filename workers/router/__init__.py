@@ -111,6 +111,10 @@ class Router:
             window_size=self.config.router_settings.routing_strategy_args.window_size,
         )
 
+    async def release(self, admitted: Admitted) -> None:
+        """The call ended with nothing to learn from (a stream cancelled midway)."""
+        await self.state.report(admitted, now_ms=_now_ms(), mode="release")
+
     async def throttled_recently(self, group: str, tags: tuple[str, ...]) -> bool:
         """Whether a deployment of the group answered 429 within THROTTLED_RECENTLY_MS:
         the group is then short of capacity, which a job waits for, not out of order."""

@@ -68,7 +68,7 @@ for i = 1, n do
       for _, v in ipairs(samples) do latency = latency + tonumber(v) end
       if #samples > 0 then latency = latency / #samples end
       eligible[#eligible + 1] = {
-        index = i, inflight = inflight, latency = latency, used = used,
+        index = i, inflight = inflight, latency = latency, samples = #samples, used = used,
         weight = weight, cost = cost, k = k,
       }
     end
@@ -83,17 +83,39 @@ end
 
 -- Lowest `score` wins; ties (and everything within `slack` of the best) are broken by
 -- `rand`, so equal deployments share traffic instead of the first taking it all.
-local function lowest(score, slack)
+local function lowest(score, slack, among)
+  among = among or eligible
   local best = nil
-  for _, e in ipairs(eligible) do
+  for _, e in ipairs(among) do
     local s = score(e)
     if best == nil or s < best then best = s end
   end
   local pool = {}
-  for _, e in ipairs(eligible) do
+  for _, e in ipairs(among) do
     if score(e) <= best + slack(best) then pool[#pool + 1] = e end
   end
   return pool[math.floor(rand * #pool) + 1]
+end
+
+-- Latency-based: a deployment with no latency yet (new, or back after its samples
+-- expired) would score 0 and take every call until its first one returns. It is
+-- probed instead, PROBES calls at a time, while the rest go by measured latency;
+-- with nothing measured yet, calls spread by in-flight count.
+local PROBES = 1
+local function by_latency()
+  local measured, probe = {}, nil
+  for _, e in ipairs(eligible) do
+    if e.samples > 0 then
+      measured[#measured + 1] = e
+    elseif e.inflight < PROBES and (probe == nil or e.inflight < probe.inflight) then
+      probe = e
+    end
+  end
+  if #measured == 0 then
+    return lowest(function(e) return e.inflight end, function() return 0 end)
+  end
+  if probe ~= nil then return probe end
+  return lowest(function(e) return e.latency end, function(b) return b * buffer end, measured)
 end
 
 local function none() return 0 end
@@ -101,7 +123,7 @@ local chosen
 if strategy == 'least-busy' then
   chosen = lowest(function(e) return e.inflight end, none)
 elseif strategy == 'latency-based-routing' then
-  chosen = lowest(function(e) return e.latency end, function(b) return b * buffer end)
+  chosen = by_latency()
 elseif strategy == 'cost-based-routing' then
   chosen = lowest(function(e) if e.cost < 0 then return math.huge end return e.cost end, none)
 elseif strategy == 'usage-based-routing' or strategy == 'usage-based-routing-v2' then

@@ -13,6 +13,7 @@ import pytest
 from celery import Celery
 from sqlalchemy import Engine, text
 
+from models import fleet_name
 from models.contract import POST_CALL_TASK, QUEUE_POST_CALL, broker_options
 from tests.conftest import migrated_database
 from tests.support.fleet import deployment, mini_fleet
@@ -77,7 +78,7 @@ def test_every_usage_event_recorded_once_through_an_outage_and_a_redelivery(
         # A post-call task arrives for a job already billed (a message from before an upgrade).
         assert fleet.broker is not None
         celery = Celery("test", broker=fleet.broker.url)
-        celery.conf.update(broker_options(7200))
+        celery.conf.update(broker_options(7200, fleet_name.current()))
         celery.send_task(POST_CALL_TASK, args=[ids[0], 1], queue=QUEUE_POST_CALL)
 
         lago.mode = "ok"  # Lago comes back

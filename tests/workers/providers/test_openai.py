@@ -8,12 +8,15 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
 from pydantic import TypeAdapter
 
-from models.fleet_config import parse_fleet_config
-from workers.providers import REGISTRY, check_providers, errors
+from models.fleet_config import ConfigError, parse_fleet_config
+from models.provider_names import PROVIDERS
+from models.stream_events import Delta
+from tests.support.provider_streams import Recorded, assemble, run_stream
+from workers.providers import REGISTRY, errors
 from workers.providers.azure import AzureProtocol
 from workers.providers.base import CallOptions
 from workers.providers.openai import OpenAIProtocol
@@ -110,9 +113,13 @@ def test_compatible_vendors_are_registry_entries_of_the_openai_protocol() -> Non
         provider = REGISTRY[prefix]
         assert isinstance(provider, OpenAIProtocol) and provider.default_base == base
     raw = {"model_list": [{"model_name": "m", "litellm_params": {"model": "hosted_vllm/llama"}}]}
-    assert check_providers(parse_fleet_config(raw, {})) == [
-        "model_list[0].litellm_params.api_base: required for hosted_vllm"
-    ]
+    with pytest.raises(ConfigError) as caught:
+        parse_fleet_config(raw, {})
+    assert "model_list[0].litellm_params.api_base: required for hosted_vllm" in str(caught.value)
+
+
+def test_the_config_loader_knows_every_provider_of_the_registry() -> None:
+    assert set(REGISTRY) == PROVIDERS
 
 
 @pytest.mark.parametrize(
@@ -175,3 +182,76 @@ def test_error_on_the_job_is_openai_shaped_with_status() -> None:
         "code": "invalid_value",
         "status_code": 400,
     }
+
+
+# Streaming: the recorded events decoded into the fleet's deltas, through httpx.
+
+
+def sse_events(name: str) -> list[str]:
+    """The data of each event of a recorded stream, every chunk checked against the
+    `openai` SDK's own `ChatCompletionChunk`."""
+    data = [line[len("data: ") :] for line in fixture(name).decode().splitlines() if line]
+    for item in data[:-1]:
+        ChatCompletionChunk.model_validate_json(item)
+    assert data[-1] == "[DONE]"
+    return data
+
+
+def stream(handler: Any, protocol: Any = None, **params: Any) -> list[Any]:
+    return run_stream(protocol or OpenAIProtocol("openai"), deployment(**params), REQUEST, handler)
+
+
+def sse_reply(name: str) -> Recorded:
+    return Recorded(fixture(name))
+
+
+@pytest.mark.parametrize("name", ["chat_stream_text.sse", "chat_stream_tool_calls.sse"])
+def test_recorded_streams_decode_into_deltas_that_assemble_the_whole_answer(name: str) -> None:
+    # Given: a recorded stream, and the answer its chunks add up to (by the SDK's rules)
+    chunks = [ChatCompletionChunk.model_validate_json(d) for d in sse_events(name)[:-1]]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    arguments: dict[int, str] = {}
+    for c in chunks:
+        for call in (c.choices[0].delta.tool_calls or []) if c.choices else []:
+            arguments[call.index] = arguments.get(call.index, "") + (call.function.arguments or "")  # type: ignore[union-attr]
+
+    handler = sse_reply(name)
+    whole, usages = assemble(stream(handler))
+
+    # Then: the call asked for a stream with usage, and its deltas assemble the answer
+    assert handler.sent[0]["stream"] is True
+    assert handler.sent[0]["stream_options"] == {"include_usage": True}
+    assert [u.total_tokens for u in usages] == [chunks[-1].usage.total_tokens]  # type: ignore[union-attr]
+    completion = ChatCompletion.model_validate(whole)
+    message = completion.choices[0].message
+    assert (message.content or "") == text
+    assert [json.loads(c.function.arguments) for c in message.tool_calls or []] == [  # type: ignore[union-attr]
+        json.loads(arguments[i]) for i in sorted(arguments)
+    ]
+    assert completion.choices[0].finish_reason == chunks[-2].choices[0].finish_reason
+
+
+def test_a_stream_error_event_a_cut_stream_and_a_non_stream_map_to_the_error_tree() -> None:
+    events = sse_events("chat_stream_text.sse")
+    error = {"error": {"message": "The server had an error", "type": "server_error", "code": None}}
+
+    def body(lines: list[str]) -> bytes:
+        return "".join(f"data: {line}\n\n" for line in lines).encode()
+
+    with pytest.raises(errors.UnavailableError, match="The server had an error"):
+        stream(Recorded(body([*events[:3], json.dumps(error)])))
+    with pytest.raises(errors.ProviderConnectionError, match="before its last event"):
+        stream(Recorded(body(events[:3])))
+    with pytest.raises(errors.MalformedResponseError, match="not an event stream"):
+        stream(Recorded(fixture("chat_completion.json"), "application/json"))
+    with pytest.raises(errors.AuthenticationError):
+        stream(Recorded(fixture("error_401.json"), "application/json", 401))
+
+
+def test_azure_streams_the_same_events_at_its_own_url() -> None:
+    handler = sse_reply("chat_stream_text.sse")
+    params = {"model": "azure/gpt4o-prod", "api_base": "https://res.openai.azure.com"}
+    items = stream(handler, AzureProtocol(), **params)
+    assert "".join(i.content or "" for i in items if isinstance(i, Delta)) == (
+        "The capital of France is Paris."
+    )
