@@ -107,7 +107,8 @@ end
 
 if op == 'admit' then
   -- ARGV[5] group, [6] tenant, [7] rank, [8] weight, [9] cost, [10] job.
-  -- Returns {1 go | 0 wait, tenants waiting, the entry's score when let through}.
+  -- Returns {1 go | 0 wait, tenants waiting, the entry's score when let through,
+  -- 1 when told to wait the job is its tenant's first in the room}.
   local group, tenant = ARGV[5], ARGV[6]
   local rank, weight, cost = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
   local base, tenants, usage = keys_of(group)
@@ -115,18 +116,18 @@ if op == 'admit' then
   local score = redis.call('GET', ticket)
   if score then
     redis.call('DEL', ticket)
-    return {1, redis.call('HLEN', tenants), score}
+    return {1, redis.call('HLEN', tenants), score, 0}
   end
   local waiting = redis.call('HLEN', tenants)
-  if waiting == 0 then return {1, 0, false} end
-  if redis.call('HEXISTS', tenants, tenant) == 1 then return {0, waiting, false} end
+  if waiting == 0 then return {1, 0, false, 0} end
+  if redis.call('HEXISTS', tenants, tenant) == 1 then return {0, waiting, false, 0} end
   local who, b_rank, b_share = best(base, tenants, usage)
   local share = decayed(usage, tenant) / weight
   if who == nil or rank < b_rank or (rank == b_rank and share <= b_share) then
     charge(usage, tenant, cost)
-    return {1, waiting, false}
+    return {1, waiting, false, 0}
   end
-  return {0, waiting, false}
+  return {0, waiting, false, 1}
 elseif op == 'wait' then
   -- ARGV[5] group, [6] tenant, [7] "rank|weight|tier", [8] member, [9] score,
   -- [10] due ms (0: none), [11] usage to give back (a job let through that did not

@@ -59,9 +59,16 @@ class Admit:
     go: bool
     contended: bool
     score: float | None = None
+    #: Told to wait, the job is its tenant's first in the room: it may wait in place.
+    first: bool = False
 
     def waited_s(self, now_ms: int) -> float | None:
-        return None if self.score is None else max(0.0, (now_ms - self.score % SPAN) / 1000)
+        return None if self.score is None else waited_s(self.score, now_ms)
+
+
+def waited_s(score: float, now_ms: int) -> float:
+    """How long the entry of `score` had waited in its room at `now_ms`."""
+    return max(0.0, (now_ms - score % SPAN) / 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +147,10 @@ class FairRoom:
             cost,
             job_id,
         )
-        go, waiting, score = await self._loop_script(keys=[self.rooms_key], args=args)
-        return Admit(bool(go), int(waiting) > 0, float(score) if score is not None else None)
+        go, waiting, score, first = await self._loop_script(keys=[self.rooms_key], args=args)
+        return Admit(
+            bool(go), int(waiting) > 0, float(score) if score is not None else None, bool(first)
+        )
 
     def wait(
         self,
@@ -156,15 +165,26 @@ class FairRoom:
     ) -> int:
         """Put the job in the group's room (back at its place when `score`, the entry
         it was let through from, is given); returns the tenants waiting there."""
-        args = self._wait_args(group, share, job_id, priority, cost, due_ms, score)
+        refund = cost if score is not None else 0
+        args = self._wait_args(group, share, job_id, priority, cost, due_ms, score, refund)
         return int(self._script(keys=[self.rooms_key], args=args))
 
     async def wait_here(
-        self, group: str, share: Share, job_id: str, priority: int, cost: int, due_ms: int | None
+        self,
+        group: str,
+        share: Share,
+        job_id: str,
+        priority: int,
+        cost: int,
+        due_ms: int | None,
+        score: float | None,
+        refund: int,
     ) -> None:
-        """`wait`, from the loop: for a job that waits for its ticket in place."""
+        """`wait`, from the loop: for a job that waits for its ticket in place. What
+        letting it go charged its tenant (`refund`) is given back: its release charges
+        it again."""
         assert self._loop_script is not None
-        args = self._wait_args(group, share, job_id, priority, cost, due_ms, None)
+        args = self._wait_args(group, share, job_id, priority, cost, due_ms, score, refund)
         await self._loop_script(keys=[self.rooms_key], args=args)
 
     async def take_ticket(self, job_id: str) -> float | None:
@@ -182,6 +202,7 @@ class FairRoom:
         cost: int,
         due_ms: int | None,
         score: float | None,
+        refund: int,
     ) -> list[Any]:
         now = _now_ms()
         return self._args(
@@ -193,7 +214,7 @@ class FairRoom:
             entry(job_id, priority, cost),
             score if score is not None else entry_score(priority, now),
             due_ms or 0,
-            cost if score is not None else 0,
+            refund,
         )
 
     def divert(self, entries: list[Entry]) -> list[bool]:

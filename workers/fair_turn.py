@@ -12,7 +12,7 @@ import time
 import redis
 
 from models.batch_lines import estimate_request_tokens
-from models.fair_room import FairRoom
+from models.fair_room import FairRoom, waited_s
 from models.fair_share import MASTER_SHARE, Share
 from workers import metrics
 from workers.jobstore import Claim
@@ -50,6 +50,8 @@ class FairTurn:
         self._asked: set[str] = set()
         #: Groups whose busy room let this job go ahead of the jobs waiting there.
         self._ahead: set[str] = set()
+        #: Until when (monotonic) the job may wait in place for its ticket, per group.
+        self._here_until: dict[str, float] = {}
         #: The place this job had in a group's room, when the room let it through.
         self._scores: dict[str, float] = {}
 
@@ -59,7 +61,9 @@ class FairTurn:
 
     async def admit(self, group: str) -> RoomWait | None:
         """None when the job may try `group` now; else its wait in the group's room.
-        Asked once per group and claim. Without Redis the job goes: fairness is soft."""
+        Asked once per group and claim. A job told to wait that is its tenant's first
+        in the room waits there in place first (`wait_here`). Without Redis the job
+        goes: fairness is soft."""
         if self._room is None or group in self._asked:
             return None
         self._asked.add(group)
@@ -72,40 +76,60 @@ class FairTurn:
             _contended[group] = time.monotonic() + CONTENDED_S
         if admit.score is not None:
             self._scores[group] = admit.score
-            waited = admit.waited_s(int(time.time() * 1000))
-            metrics.tenant_waited(self.share.tenant, self.share.tier, waited or 0.0)
+            self._waited(admit.score)
         if admit.go:
             if admit.contended and admit.score is None:
                 self._ahead.add(group)
             return None
-        return RoomWait(group, self.share, self._cost, None)
+        if admit.first:
+            self._here_until[group] = time.monotonic() + WAIT_HERE_S
+            if await self._wait_here(group, None, charged=False):
+                return None
+        return RoomWait(group, self.share, self._cost, None, self._scores.get(group))
 
     async def wait_here(self, group: str, due_s: float, by_call_end: bool) -> bool:
         """A job let ahead of a busy room found no free call: it takes its place at the
         head of the room and waits for its ticket in place (the next call to end lets
-        it through), saving the trip through the database and the broker. True when it
-        got the ticket; False (once per group and claim) when it should wait in the
-        room as any job does. The message that announced its release finds the job
-        running and is turned away."""
-        if self._room is None or group not in self._ahead:
+        it through), saving the trip through the database and the broker. Should
+        another job take the call its ticket was for, it goes back to its place and
+        waits again, WAIT_HERE_S in all. True when it got a ticket; False when it
+        should wait in the room as any job does."""
+        if self._room is None:
             return False
-        self._ahead.discard(group)
-        claim = self._claim
-        due_ms = None if by_call_end else int(due_s * 1000)
+        charged = group in self._ahead  # letting it go ahead charged its tenant
+        if charged:
+            self._ahead.discard(group)
+            self._here_until[group] = time.monotonic() + WAIT_HERE_S
+        elif group not in self._here_until:
+            return False
+        return await self._wait_here(group, None if by_call_end else int(due_s * 1000), charged)
+
+    async def _wait_here(self, group: str, due_ms: int | None, charged: bool) -> bool:
+        """Wait in the group's room for a ticket, polling, until `_here_until`. The
+        message that announces a release finds the job running and is turned away."""
+        assert self._room is not None
+        claim, until = self._claim, self._here_until[group]
+        score = self._scores.get(group)  # a ticket's: back to its place, its charge back
+        refund = self._cost if charged or score is not None else 0
         try:
             await self._room.wait_here(
-                group, self.share, claim.job_id, claim.priority, self._cost, due_ms
+                group, self.share, claim.job_id, claim.priority, self._cost, due_ms, score, refund
             )
-            until = time.monotonic() + WAIT_HERE_S
             while time.monotonic() < until:
                 await asyncio.sleep(WAIT_POLL_S)
                 score = await self._room.take_ticket(claim.job_id)
                 if score is not None:
                     self._scores[group] = score
+                    self._waited(score)
                     return True
         except redis.RedisError as exc:
             log.warning("fair room of %s not reached: %s", group, type(exc).__name__)
+        del self._here_until[group]
         return False
+
+    def _waited(self, score: float) -> None:
+        waited = waited_s(score, int(time.time() * 1000))
+        metrics.tenant_waited(self.share.tenant, self.share.tier, waited)
 
     def room_wait(self, group: str, due_s: float, by_call_end: bool) -> RoomWait | None:
         """The wait in the group's room of a job that found it out of capacity; None
