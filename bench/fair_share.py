@@ -13,12 +13,18 @@ bursts --flood jobs to `POST /v1/jobs` from 16 connections, then tenants B and C
 send --light jobs one by one (submit, wait for its end, the next). A job's wait is the
 start of its first successful attempt (job_attempts.started_at) minus jobs.created_at.
 
+With `--bottleneck workers` the workers are what is short, not the deployment: no
+limit on the deployment or the mock, one worker of `-c 4` (four general slots: 8 calls a
+second), so tenant A's flood waits for a free worker (docs/ROUTING.md, "Waiting for a
+free worker"); a smaller --flood (400) keeps a run under a minute.
+
 Reported per setting: the light tenants' (B and C together) wait p50, p99 and max; the
 flood's wait p50 and max, and its total time (first job created to last job finished);
 and the ratio off/on of the light tenants' p99.
 
     .venv/bin/python bench/fair_share.py
     .venv/bin/python bench/fair_share.py --rounds 2 --order off,on
+    .venv/bin/python bench/fair_share.py --bottleneck workers --flood 400
 
 Writes bench/results/fair_share.json; logs stay in bench/results/logs/fair_share/.
 """
@@ -123,17 +129,19 @@ def one_by_one(f: MiniFleet, key: str, n: int, timeout: float) -> list[str]:
 
 @contextlib.contextmanager
 def fleet_for(
-    fair: bool, admin_url: str, redis_url: str, log_dir: Path, worker_c: int
+    fair: bool, admin_url: str, redis_url: str, log_dir: Path, worker_c: int, workers: bool
 ) -> Iterator[MiniFleet]:
-    """A fresh database and mini fleet with fair share on or off (API, worker, beat)."""
+    """A fresh database and mini fleet with fair share on or off (API, worker, beat);
+    `workers`: the workers are the bottleneck (no limit on the deployment)."""
     db_url = recreate_database(admin_url, BENCH_DB)
     migrate.upgrade(db_url)
     engine = make_engine(db_url, pool_size=4)
+    limit = {} if workers else {"max_parallel_requests": SLOTS}
 
     def config(urls: dict[str, str]) -> dict[str, Any]:
-        return {"model_list": [deployment("mock", urls["mock"], max_parallel_requests=SLOTS)]}
+        return {"model_list": [deployment("mock", urls["mock"], **limit)]}
 
-    mock = ["--latency", SPREAD, "--max-concurrency", str(SLOTS)]
+    mock = ["--latency", SPREAD] + ([] if workers else ["--max-concurrency", str(SLOTS)])
     env: dict[str, str | None] = {"LLMFLEET_FAIR_SHARE": "1" if fair else "0"}
     try:
         with mini_fleet(
@@ -156,10 +164,12 @@ def fleet_for(
 def run_case(
     fair: bool, args: argparse.Namespace, admin_url: str, redis_url: str, n: int
 ) -> dict[str, Any]:
-    name = f"{'on' if fair else 'off'}-{n}"
+    name = f"{args.bottleneck}-{'on' if fair else 'off'}-{n}"
     log_dir = RESULTS / "logs" / "fair_share" / name
     log_dir.mkdir(parents=True, exist_ok=True)
-    with fleet_for(fair, admin_url, redis_url, log_dir, args.worker_c) as f:
+    workers = args.bottleneck == "workers"
+    worker_c = args.worker_c or (4 if workers else 50)
+    with fleet_for(fair, admin_url, redis_url, log_dir, worker_c, workers) as f:
         heavy, b, c = (make_key(f.api_url, alias=alias) for alias in ("heavy", "b", "c"))
         floor_ids = one_by_one(f, b.key, 5, args.timeout)
         floor = statistics.median(waits_s(f.engine, floor_ids))
@@ -178,6 +188,8 @@ def run_case(
         stats = f.stats("mock")
         light_waits, flood_waits = waits_s(f.engine, light), waits_s(f.engine, flood)
         row = {
+            "bottleneck": args.bottleneck,
+            "worker_c": worker_c,
             "fair_share": fair,
             "run": n,
             "floor_s": round(floor, 3),
@@ -227,7 +239,15 @@ def main() -> None:
     parser.add_argument("--light", type=int, default=20, help="jobs of B and of C, each")
     parser.add_argument("--rounds", type=int, default=1, help="pairs of runs (on and off)")
     parser.add_argument("--order", default="on,off", help="settings within a round")
-    parser.add_argument("-c", "--worker-c", type=int, default=50, help="the worker's -c")
+    parser.add_argument(
+        "-c", "--worker-c", type=int, default=0, help="the worker's -c (default 50; 4 for workers)"
+    )
+    parser.add_argument(
+        "--bottleneck",
+        choices=("deployment", "workers"),
+        default="deployment",
+        help="what is short of capacity: the deployment (20 calls at once) or the workers",
+    )
     parser.add_argument("--redis-port", type=int, default=6398, help="private redis-server")
     parser.add_argument("--timeout", type=float, default=600, help="per wait, seconds")
     parser.add_argument("--out", type=Path, default=RESULTS / "fair_share.json")

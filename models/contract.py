@@ -12,6 +12,7 @@ __all__ = [
     "EMBEDDINGS",
     "EXECUTE_LINES_TASK",
     "EXECUTE_TASK",
+    "FAIR_TURN_TASK",
     "LAGO_DRAIN_TASK",
     "LAGO_ENTITLEMENT_TASK",
     "POST_CALL_TASK",
@@ -33,6 +34,9 @@ __all__ = [
 EXECUTE_TASK = "llmfleet.execute"
 #: Runs several batch lines from one message (args: the job ids).
 EXECUTE_LINES_TASK = "llmfleet.execute_lines"
+#: A turn for a job waiting for a free worker (no args): the worker that takes it runs
+#: the job its queue's fleet room lets through then (models.fair_room).
+FAIR_TURN_TASK = "llmfleet.fair_turn"
 
 #: Job kinds: which OpenAI endpoint a job's request body is for.
 CHAT_COMPLETIONS = "chat.completions"

@@ -13,6 +13,12 @@
 -- ":due" ZSET job -> ms when the capacity it waits for is due back (limits and
 -- cooldowns; none for a parallel-calls limit, which a call's end frees).
 -- "<prefix>:ticket:<job>" marks a job let through, holding its entry's score.
+--
+-- Rooms whose group starts with "@" are the fleet's workers' (models/fair_room.py
+-- FLEET_GROUP): jobs waiting for a free worker, each with a turn message in the
+-- broker; a worker that takes a turn runs the job let through then. No ticket: a job
+-- let through a fleet room still goes through its model group's room. "<prefix>:@busy"
+-- is set while a worker's lane is full (the fleet is saturated).
 
 local op = ARGV[1]
 local prefix = ARGV[2]
@@ -92,7 +98,9 @@ local function release(group, n)
     local job = job_of(member)
     redis.call('ZREM', due, job)
     charge(usage, who, cost_of(member))
-    redis.call('SET', prefix .. ':ticket:' .. job, score, 'EX', TICKET_TTL_S)
+    if string.sub(group, 1, 1) ~= '@' then
+      redis.call('SET', prefix .. ':ticket:' .. job, score, 'EX', TICKET_TTL_S)
+    end
     out[#out + 1] = member
     out[#out + 1] = score
   end
@@ -143,15 +151,29 @@ elseif op == 'wait' then
   if refund > 0 then charge(usage, tenant, -refund) end
   return redis.call('HLEN', tenants)
 elseif op == 'divert' then
-  -- ARGV[5] group, [6] tenant, [7] "rank|weight|tier", [8] member, [9] score. A new
-  -- job of a tenant that has jobs waiting in the room waits behind them, without a
-  -- trip through the broker and a worker: returns 1 when it was put there, else 0.
-  local group, tenant = ARGV[5], ARGV[6]
+  -- ARGV[5] group, [6] tenant, [7] "rank|weight|tier", [8] member, [9] score, [10] the
+  -- fleet room of the job's queue ('' for none). A new job of a tenant that has jobs
+  -- waiting in the group's room waits behind them, without a trip through the broker
+  -- and a worker: returns 1. Else, while the fleet is saturated or others wait for a
+  -- free worker, it waits in the fleet room: returns 2 (its turn is to be published).
+  -- Else 0.
+  local group, tenant, fleet = ARGV[5], ARGV[6], ARGV[10]
   local base, tenants = keys_of(group)
-  if redis.call('HEXISTS', tenants, tenant) == 0 then return 0 end
-  redis.call('ZADD', base .. ':q:' .. tenant, 'NX', tonumber(ARGV[9]), ARGV[8])
-  redis.call('HSET', tenants, tenant, ARGV[7])
-  return 1
+  local score, member = tonumber(ARGV[9]), ARGV[8]
+  if redis.call('HEXISTS', tenants, tenant) == 1 then
+    redis.call('ZADD', base .. ':q:' .. tenant, 'NX', score, member)
+    redis.call('HSET', tenants, tenant, ARGV[7])
+    return 1
+  end
+  if fleet == '' then return 0 end
+  local f_base, f_tenants = keys_of(fleet)
+  if redis.call('HLEN', f_tenants) == 0 and redis.call('EXISTS', prefix .. ':@busy') == 0 then
+    return 0
+  end
+  redis.call('ZADD', f_base .. ':q:' .. tenant, 'NX', score, member)
+  redis.call('HSET', f_tenants, tenant, ARGV[7])
+  redis.call('ZADD', rooms, 'NX', now, fleet)
+  return 2
 elseif op == 'release' then
   -- ARGV[5] group, [6] how many.
   return release(ARGV[5], tonumber(ARGV[6]))

@@ -19,6 +19,13 @@ While a room has jobs waiting, a job arriving at it goes first only if its tenan
 has none waiting and would be let through before every one that waits; else it
 waits too. Contention only ever delays a job: the 429s a caller sees come from its
 key's own limits (producer_api.access), never from other tenants' load.
+
+The fleet's workers are a capacity too. While a worker's general lane is full (`busy`)
+or jobs wait for a free worker, a new normal or background job waits in its queue's
+fleet room (FLEET_GROUP) and a turn message, with no job named, goes to the broker in
+its stead: a worker that takes a turn runs the job the room lets through then
+(`next_turn`). The broker's order does not matter: whichever turn comes first, the
+job that goes is the fair one.
 """
 
 from __future__ import annotations
@@ -32,7 +39,15 @@ from typing import Any
 from models import redis_keys as rk
 from models.fair_share import Share, tier_rank
 
-__all__ = ["ROOM_LEASE_S", "Admit", "Entry", "FairRoom", "Released", "Waiting"]
+__all__ = [
+    "ROOM_LEASE_S",
+    "Admit",
+    "Entry",
+    "FairRoom",
+    "Released",
+    "Waiting",
+    "fleet_group",
+]
 
 #: A room with no job let through for this long lets one through.
 IDLE_MS = 1_000
@@ -45,6 +60,14 @@ SPAN = 10**13
 #: A job waiting in a room is published again by the sweeper if still there after this
 #: (the room lost it: its row's `not_before`); a job let through sooner never waits so.
 ROOM_LEASE_S = 120.0
+#: The fleet room of a queue's jobs waiting for a free worker: "@workers/<queue>".
+FLEET_GROUP = "@workers/"
+#: A worker's full lane marks the fleet busy for this long (renewed while it is full).
+BUSY_MS = 2_000
+
+
+def fleet_group(queue: str) -> str:
+    return FLEET_GROUP + queue
 
 
 @functools.cache
@@ -80,6 +103,8 @@ class Entry:
     job_id: str
     priority: int
     cost: int
+    #: The fleet room the job may wait in for a free worker ("": none).
+    fleet: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,9 +242,10 @@ class FairRoom:
             refund,
         )
 
-    def divert(self, entries: list[Entry]) -> list[bool]:
-        """New jobs whose tenant has jobs waiting in their group's room join them there,
-        in one round trip; True for each job put there."""
+    def divert(self, entries: list[Entry]) -> list[int]:
+        """New jobs whose tenant has jobs waiting in their group's room join them there
+        (1); else, while the fleet is busy or others wait for a free worker, they wait
+        in their fleet room (2: a turn is owed to the broker); else 0. One round trip."""
         if not entries:
             return []
         now = _now_ms()
@@ -227,8 +253,21 @@ class FairRoom:
         for e in entries:
             args = self._args("divert", now, e.group, e.share.tenant, _described(e.share))
             member, score = entry(e.job_id, e.priority, e.cost), entry_score(e.priority, now)
-            self._script(keys=[self.rooms_key], args=[*args, member, score], client=pipe)
-        return [bool(answer) for answer in pipe.execute()]
+            self._script(keys=[self.rooms_key], args=[*args, member, score, e.fleet], client=pipe)
+        return [int(answer) for answer in pipe.execute()]
+
+    def busy(self) -> None:
+        """A worker's lane is full: new jobs wait in the fleet rooms for a while."""
+        self._redis.set(f"{self.prefix}:@busy", 1, px=BUSY_MS)
+
+    def next_turn(self, group: str) -> tuple[Released, float] | None:
+        """The job a fleet room lets through for a worker's turn, and how long it
+        waited (s); None when the room is empty."""
+        now = _now_ms()
+        got = self._script(keys=[self.rooms_key], args=self._args("release", now, group, 1))
+        if not got:
+            return None
+        return _released(group, got[0]), waited_s(float(got[1]), now)
 
     async def release(self, group: str, n: int = 1) -> list[Released]:
         """Let up to `n` jobs of the group through (its capacity is free now)."""

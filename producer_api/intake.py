@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.fair_intake import waiting_row
+from models.fair_intake import WAITING_TURN, WAITING_WORKER, Diverted, waiting_row
 from models.grouping import GroupThread
 from models.tables import Job, JobStatus, utcnow
 from producer_api import transactions
@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 MAX_GROUP = 500
 #: How long `close` waits for the rows handed over to be stored.
 CLOSE_TIMEOUT_S = 10.0
-#: Puts jobs in their group's fair room instead of the broker; returns their ids.
-Divert = Callable[[list[Job]], set[str]]
+#: Puts jobs in a fair room instead of the broker (models.fair_intake.FairIntake).
+Divert = Callable[[list[Job], bool], Diverted]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +87,10 @@ class Intake:
     def _store(self, group: list[_Handed]) -> None:
         stored = self._insert(group)
         jobs = [h.job for h in stored]
-        # a job put in a fair room (models.fair_intake) waits there, unpublished
-        waiting = self._divert(jobs) if self._divert is not None and jobs else set()
-        published = [
-            job
-            for job in jobs
-            if job.id in waiting or self._publisher.publish_execute(job.id, job.priority)
-        ]
+        # a job put in a fair room (models.fair_intake) waits there, unpublished; one
+        # waiting for a free worker is owed a turn on its queue instead of its message
+        waiting = self._divert(jobs, True) if self._divert is not None and jobs else Diverted()
+        published = [job for job in jobs if self._publish(job, waiting)]
         self._mark_published(published, waiting)
         for handed in stored:
             handed.done.set_result(None)
@@ -118,7 +115,15 @@ class Intake:
                 stored.append(handed)
         return stored
 
-    def _mark_published(self, jobs: list[Job], waiting: set[str]) -> None:
+    def _publish(self, job: Job, waiting: Diverted) -> bool:
+        if job.id in waiting.rooms:
+            return True
+        if job.id in waiting.turns:  # a turn lost is made up by the room's idle tick
+            self._publisher.publish_turn(waiting.turns[job.id])
+            return True
+        return self._publisher.publish_execute(job.id, job.priority)
+
+    def _mark_published(self, jobs: list[Job], waiting: Diverted) -> None:
         """Only saves the sweeper a publish: should it fail, the jobs are still accepted,
         and the sweeper publishes them again (a duplicate delivery, which the claim
         turns away). A job waiting in a fair room is published by the sweeper only if
@@ -134,11 +139,13 @@ class Intake:
                     .values(published_at=published)
                     .execution_options(synchronize_session=False)
                 )
-                if waiting:
+                for ids, reason in ((waiting.rooms, WAITING_TURN), (waiting.turns, WAITING_WORKER)):
+                    if not ids:
+                        continue
                     session.execute(
                         update(Job)
-                        .where(Job.id.in_(list(waiting)), Job.status == JobStatus.QUEUED)
-                        .values(**waiting_row(published))
+                        .where(Job.id.in_(list(ids)), Job.status == JobStatus.QUEUED)
+                        .values(**waiting_row(published, reason))
                         .execution_options(synchronize_session=False)
                     )
         except Exception as exc:  # the jobs are accepted all the same

@@ -10,6 +10,7 @@ from models import fleet_name
 from models.contract import (
     BATCH_TICK_TASK,
     EXECUTE_TASK,
+    FAIR_TURN_TASK,
     QUEUE_HIGH,
     WEBHOOK_QUEUE,
     WEBHOOK_TASK,
@@ -41,6 +42,21 @@ class Publisher:
             )
         except Exception as exc:
             log.warning("job %s: publish failed (%s); the sweeper will retry", job_id, exc)
+            return False
+        return True
+
+    def publish_turn(self, queue: str) -> bool:
+        """A turn on `queue` for a job waiting in its fleet room. False when the broker
+        did not take it: the room's idle tick lets the job through in time."""
+        try:
+            self._celery.send_task(
+                FAIR_TURN_TASK,
+                queue=queue,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5},
+            )
+        except Exception as exc:
+            log.warning("a turn on %s not published (%s)", queue, type(exc).__name__)
             return False
         return True
 

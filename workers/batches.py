@@ -104,7 +104,7 @@ def _divert(sessions: sessionmaker[Session], ids: list[str], fair: FairIntake) -
         return set()
     with sessions() as session:
         rows = list(session.scalars(select(Job).where(Job.id.in_(ids))))
-    waiting = fair.divert(rows)
+    waiting = fair.divert(rows).rooms
     if waiting:
         now = utcnow()
         with sessions.begin() as session:

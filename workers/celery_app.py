@@ -39,6 +39,7 @@ from workers.crashes import task_crashed
 from workers.delayed import Waker
 from workers.lane_gate import GateStep, LaneGate
 from workers.resources import WorkerContext, build_context
+from workers.turn_taker import TurnTaker
 
 __all__ = [
     "FleetCelery",
@@ -89,6 +90,8 @@ class FleetCelery(Celery):
     fleet_settings: WorkerSettings
     context: WorkerContext | None = None
     waker: Waker | None = None
+    #: Serves the jobs waiting for a free worker as the general lane frees slots.
+    turns: TurnTaker | None = None
     #: Keeps the consumer off the general queues while the general lane is full.
     lane_gate: LaneGate | None = None
 
@@ -200,10 +203,14 @@ def publish_post_call(job_id: str, claim: int) -> None:
 
 
 def _start_waker(**_: Any) -> None:
-    """One waker per worker node re-publishes jobs whose wait for capacity is over."""
+    """One waker per worker node re-publishes jobs whose wait for capacity is over;
+    with fair share on, its turn taker serves the jobs waiting for a free worker."""
     ctx = app.get_context()
     app.waker = Waker(ctx.delayed, publish_execute, ctx.fair)
     app.waker.start()
+    if ctx.fair is not None:
+        app.turns = TurnTaker(ctx, ctx.fair, publish_webhook)
+        app.turns.start()
 
 
 def publish_execute(job_id: str, priority: int) -> None:
@@ -215,6 +222,8 @@ def publish_webhook(delivery_id: str) -> None:
 
 
 def _stop(**_: Any) -> None:
+    if app.turns is not None:
+        app.turns.stop()
     if app.waker is not None:
         app.waker.stop()
     if app.context is not None:

@@ -6,12 +6,14 @@ Plain functions with no Celery import; `workers.tasks` wraps them thinly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import TypeVar
 
-from models.logging_setup import bind_log_context
+from models.fair_room import fleet_group
+from models.logging_setup import bind_log_context, log_context
 from models.tables import JobStatus, utcnow
 from workers import crashes, jobstore, metrics
 from workers.admission import Slots
@@ -20,7 +22,7 @@ from workers.resources import WorkerContext
 from workers.run_store import Ran, job_log
 from workers.runner import JobRun
 
-__all__ = ["SendOn", "execute_job", "execute_lines"]
+__all__ = ["SendOn", "execute_job", "execute_lines", "execute_turn", "run_turn"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,53 @@ def execute_job(
         lane.give()
         return _done(None)
     return _hand_over(ctx, claimed, publish_webhook, lane.give)
+
+
+def execute_turn(
+    ctx: WorkerContext,
+    queue: str,
+    publish_webhook: Callable[[str], None],
+    send_on: Callable[[], None] | None = None,
+) -> Future[JobStatus | None]:
+    """Take a turn for the jobs waiting for a free worker on `queue` (models.fair_room):
+    once the lane has room, `run_turn`. A lane with no room sends the turn back to its
+    queue (`send_on`); a room with nothing waiting (its job went another way: a worker
+    that took the turn itself, the room's idle tick, the sweeper) leaves nothing to do."""
+    lane = ctx.admission.lane(queue)
+    if send_on is None:
+        lane.take_one()
+    elif not lane.take(1, timeout=SLOT_WAIT_S):
+        send_on()
+        return _done(None)
+    return run_turn(ctx, queue, publish_webhook, lane) or _done(None)
+
+
+def run_turn(
+    ctx: WorkerContext, queue: str, publish_webhook: Callable[[str], None], lane: Slots
+) -> Future[JobStatus | None] | None:
+    """With a slot of `lane` taken: the queue's fleet room lets through the job that is
+    fairly next, and it runs as `execute_job` would run it. None, the slot given back,
+    when the room had no job for it (or that job was not claimable)."""
+    claimed = turn = None
+    try:
+        turn = ctx.fair.next_turn(fleet_group(queue)) if ctx.fair is not None else None
+        if turn is not None:
+            with log_context(job_id=turn[0].job_id):
+                claimed = _claim_one(ctx.claimer, turn[0].job_id)
+    except BaseException:
+        lane.give()
+        if turn is not None and claimed is None:  # out of its room: its own message then
+            with contextlib.suppress(Exception):
+                ctx.publish_execute(turn[0].job_id, turn[0].priority)
+        raise
+    if claimed is None or turn is None:
+        lane.give()
+        return None
+    handed = _hand_over(ctx, claimed, publish_webhook, lane.give)
+    with contextlib.suppress(Exception):  # a cached read; a metric is not worth a job
+        share = ctx.shares.share(claimed.owner)
+        metrics.tenant_waited(share.tenant, share.tier, turn[1])
+    return handed
 
 
 def _claim_one(claimer: Claimer, job_id: str) -> jobstore.Claim | None:

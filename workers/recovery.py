@@ -9,14 +9,17 @@ Router state (windows, cooldowns, latencies) starts afresh by itself."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.fair_intake import WAITING_WORKER
 from models.redis_keys import EPOCH
 from models.tables import Job, JobStatus, locked_in_id_order, utcnow
 from workers.delayed import DelayedJobs
@@ -50,7 +53,7 @@ def republish_queued(
         now = utcnow()
         with sessions.begin() as session:
             rows = session.execute(
-                select(Job.id, Job.priority, Job.not_before)
+                select(Job.id, Job.priority, Job.not_before, Job.wait_reason)
                 .where(
                     Job.status == JobStatus.QUEUED,
                     Job.published_at.is_not(None),
@@ -59,7 +62,7 @@ def republish_queued(
                 .order_by(Job.id)
                 .limit(CHUNK)
             ).all()
-            now_ids = [r.id for r in rows if r.not_before is None or r.not_before <= now]
+            now_ids = [r.id for r in rows if not _waits_until(r, now)]
             if now_ids:
                 session.execute(
                     update(Job)
@@ -68,7 +71,8 @@ def republish_queued(
                     .execution_options(synchronize_session=False)
                 )
         for row in rows:  # after commit, as everywhere: the sweeper covers a crash here
-            if row.not_before is not None and row.not_before > now:
+            if _waits_until(row, now):
+                assert row.not_before is not None
                 delayed.add(row.id, row.priority, int(row.not_before.timestamp() * 1000))
             else:
                 publish(row.id, row.priority)
@@ -76,3 +80,9 @@ def republish_queued(
         if len(rows) < CHUNK:
             return handled
         after = rows[-1].id
+
+
+def _waits_until(row: Any, now: dt.datetime) -> bool:
+    """The job waits for a time (capacity coming back); not one that waited for a
+    free worker in a fleet room, which the loss of Redis' data emptied."""
+    return row.not_before is not None and row.not_before > now and row.wait_reason != WAITING_WORKER

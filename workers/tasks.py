@@ -13,6 +13,7 @@ from models import fleet_name
 from models.contract import (
     EXECUTE_LINES_TASK,
     EXECUTE_TASK,
+    FAIR_TURN_TASK,
     SWEEP_TASK,
     WEBHOOK_TASK,
     queue_for_priority,
@@ -22,7 +23,7 @@ from workers import fleet_presence, jobstore, recovery, webhooks
 from workers.accounting.post_call import unbilled_claims
 from workers.celery_app import app, publish_execute, publish_webhook
 from workers.crashes import TRANSIENT
-from workers.execute import SendOn, execute_job, execute_lines
+from workers.execute import SendOn, execute_job, execute_lines, execute_turn
 from workers.resources import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,26 @@ def execute_many(self: Task, job_ids: list[str]) -> None:
         # are turned away by the second one and handed on by the sweeper after their lease.
         log.warning("%d line(s): %s; trying again later", len(job_ids), type(exc).__name__)
         _again_later(self)
+
+
+@app.task(name=FAIR_TURN_TASK, bind=True)
+def fair_turn(self: Task) -> None:
+    """A turn for the jobs waiting for a free worker on this message's queue
+    (workers.execute.execute_turn)."""
+    ctx = app.get_context()
+    queue = _queue(self)
+    if queue is None:  # no room to take a turn from: the rooms' idle ticks go on
+        log.warning("a turn delivered from no known queue: dropped")
+        return
+    try:
+        execute_turn(ctx, queue, publish_webhook, lambda: _send_turn(queue))
+    except RETRY_LATER as exc:
+        log.warning("a turn on %s: %s; trying again later", queue, type(exc).__name__)
+        _again_later(self)
+
+
+def _send_turn(queue: str) -> None:
+    app.send_task(FAIR_TURN_TASK, queue=queue)
 
 
 def _sender(queue: str | None) -> SendOn | None:

@@ -40,7 +40,8 @@ class DeploymentPublic(BaseModel):
 
 
 class WaitingPublic(BaseModel):
-    """A tenant's jobs waiting in a model group's fair room (models.fair_room)."""
+    """A tenant's jobs waiting in a fair room (models.fair_room): a model group's, or
+    `@workers/<queue>` for jobs waiting for a free worker."""
 
     model_group: str
     tenant: str
@@ -52,7 +53,8 @@ class WaitingPublic(BaseModel):
 class DeploymentsPublic(BaseModel):
     object: str = "list"
     data: list[DeploymentPublic]
-    #: Work waiting for a model group's capacity, per tenant and tier, longest first.
+    #: Work waiting for a model group's capacity or a free worker, per tenant and tier,
+    #: longest first.
     waiting: list[WaitingPublic] = []
 
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from models.fair_room import IDLE_MS, Entry, FairRoom
+from models.fair_room import IDLE_MS, Entry, FairRoom, fleet_group
 from models.fair_share import Share
 from tests.conftest import REDIS_BASE
 
@@ -197,5 +197,44 @@ def test_new_jobs_of_a_waiting_tenant_join_its_queue_at_intake(rooms: Rooms) -> 
         Entry("other", A, "o0", 5, COST),
     ]
     # Then only A's for g join the room (behind A's), the others go to the broker
-    assert rooms.room.divert(entries) == [True, False, False]
+    assert rooms.room.divert(entries) == [1, 0, 0]
     assert rooms.release(5) == ["a0", "a1"]
+
+
+def test_while_the_fleet_is_busy_new_jobs_wait_for_a_worker_in_fair_order(rooms: Rooms) -> None:
+    fleet = fleet_group("llmfleet.normal")
+
+    def arrive(share: Share, job: str) -> int:
+        [where] = rooms.room.divert([Entry("g", share, job, 5, COST, fleet)])
+        return int(where)
+
+    def turn() -> str | None:
+        got = rooms.room.next_turn(fleet)
+        return None if got is None else got[0].job_id
+
+    # Given workers with room: a new job goes to the broker
+    assert arrive(A, "a0") == 0
+    # When a worker's lane is full, A's flood waits in the fleet room (each owed a turn)
+    rooms.room.busy()
+    assert [arrive(A, f"a{i}") for i in range(1, 6)] == [2] * 5
+    assert turn() == "a1"  # a worker's turn: A's next
+    # and then B's and a production key's jobs come in, while the room still has A's
+    rooms.sync.delete(f"{rooms.room.prefix}:@busy")
+    assert arrive(B, "b0") == 2
+    assert arrive(Share("key_prod", "production"), "p0") == 2
+    # Then the next turns go to the production job, then B's, then A's in order
+    assert [turn() for _ in range(6)] == ["p0", "b0", "a2", "a3", "a4", "a5"]
+    assert turn() is None
+    # and a job let through for a turn got no ticket for its model group's room: there
+    # it is asked in as any job (let ahead of C's, no place of its own: no score)
+    rooms.wait(C, "c0")
+    assert rooms.admit(A, "a2").score is None
+    # Once the room is empty and the fleet not busy, new jobs go to the broker again
+    assert arrive(B, "b1") == 0
+    # and the fleet room was listed with who waited, as any room
+    rooms.room.busy()
+    arrive(A, "a9")
+    assert sorted((w.group, w.tenant, w.jobs) for w in rooms.room.waiting()) == [
+        (fleet, "team_a", 1),
+        ("g", "team_c", 1),
+    ]

@@ -194,16 +194,17 @@ def test_weights_3_to_1_share_a_busy_deployment_3_to_1(fleet: MiniFleet) -> None
             teams[name] = response.json()["id"]
     big = make_key(f.api_url, alias="big", team_id=teams["big"])
     small = make_key(f.api_url, alias="small", team_id=teams["small"])
-    # When both flood the deployment (20 calls a second) at once, beyond 20 s of it
+    # When both flood the deployment (20 calls a second) at once, each with more than a
+    # minute of its share (1,200 and 450 jobs: 900 and 300 a minute at 3 to 1)
     with ThreadPoolExecutor(2) as pool:
-        floods = list(pool.map(lambda kn: burst(f, kn[0].key, kn[1]), ((big, 800), (small, 300))))
-    # Then over 20 busy seconds the calls went 3 to 1 (within 10%)
+        floods = list(pool.map(lambda kn: burst(f, kn[0].key, kn[1]), ((big, 1200), (small, 450))))
+    # Then over a busy minute the calls went 3 to 1 (within 10%)
     start = time.time()
-    time.sleep(20)
-    served = started_per_tenant(f.engine, start, start + 20)
-    print(f"served over 20 s: {served}")
+    time.sleep(60)
+    served = started_per_tenant(f.engine, start, start + 60)
+    print(f"served over 60 s: {served}")
     assert served["big"] / served["small"] == pytest.approx(3.0, rel=0.1)
-    assert sum(served.values()) >= 0.7 * 20 * SLOTS / LATENCY_S  # the deployment was busy
+    assert sum(served.values()) >= 0.7 * 60 * SLOTS / LATENCY_S  # the deployment was busy
     # and every job succeeds in the end
     ends = f.wait_all(floods[0] + floods[1], timeout=240)
     assert {job["status"] for job in ends} == {"succeeded"}
@@ -243,3 +244,68 @@ def test_a_batch_filling_the_deployment_does_not_hold_up_interactive_jobs(
     batch = wait_ended(f, batch_id, timeout=240)
     assert batch.status == "completed"
     assert batch.request_counts is not None and batch.request_counts.completed == 600
+
+
+#: A worker with 4 general slots and a deployment with no limit: the workers are the
+#: bottleneck, 8 calls a second.
+WORKER_SLOTS = 4
+
+
+@pytest.fixture
+def saturated(database: tuple[str, Engine], tmp_path: Path) -> Iterator[MiniFleet]:
+    url, engine = database
+    mock = ["--latency", SPREAD]
+    with mini_fleet(
+        tmp_path,
+        url,
+        engine,
+        lambda urls: {"model_list": [deployment("mock", urls["mock"])]},
+        {"mock": mock},
+        concurrency=WORKER_SLOTS,
+    ) as f:
+        yield f
+
+
+def test_a_flood_in_front_of_saturated_workers_slows_down_its_tenant_alone(
+    saturated: MiniFleet,
+) -> None:
+    f = saturated
+    heavy, b, c = (make_key(f.api_url, alias=name) for name in ("heavy", "b", "c"))
+    production = make_key(f.api_url, alias="prod", tier="production")
+    floor = uncontended(f, b.key)
+    # Given tenant A's burst of 300 jobs, 37 s of the workers' time, all accepted
+    flood = burst(f, heavy.key, 300)
+    # which the admin sees waiting, as A's, for a free worker
+    with f.client() as admin:
+        [waiting] = admin.get("/v1/deployments").json()["waiting"]
+    assert (waiting["model_group"], waiting["tenant"]) == ("@workers/llmfleet.normal", heavy.id)
+    assert waiting["jobs"] > 200
+    # When tenants B and C each send 20 jobs one by one, and a production key one job
+    light: dict[str, list[str]] = {"b": [], "c": []}
+    threads = [
+        threading.Thread(target=one_by_one, args=(f, key.key, 20, light[name]))
+        for name, key in (("b", b), ("c", c))
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    prod_job = f.submit("urgent", key=production.key)
+    assert f.wait(prod_job)["status"] == "succeeded"
+    for thread in threads:
+        thread.join(timeout=300)
+    # Then B's and C's jobs wait about a turn of their fair share, not behind A's 300:
+    # three tenants share 8 calls a second, one call in 375 ms each; 2x = 750 ms
+    turn = 3 * LATENCY_S / WORKER_SLOTS
+    light_waits = waits_s(f.engine, light["b"] + light["c"])
+    print(
+        f"floor {floor:.3f}s; light waits p50 {statistics.median(light_waits):.3f}s "
+        f"p99 {p99(light_waits):.3f}s max {max(light_waits):.3f}s"
+    )
+    assert p99(light_waits) <= 2 * turn + floor
+    # and the production job overtook every default one
+    assert waits_s(f.engine, [prod_job])[0] <= 2 * turn + floor
+    # and every one of A's jobs succeeded, later
+    ends = f.wait_all(flood, timeout=240)
+    assert {job["status"] for job in ends} == {"succeeded"}
+    flood_waits = waits_s(f.engine, flood)
+    print(f"flood waits p50 {statistics.median(flood_waits):.1f}s max {max(flood_waits):.1f}s")

@@ -166,7 +166,11 @@ def test_adaptive_concurrency_finds_the_providers_capacity(
         return {"model_list": [deployment("tight", urls["tight"])]}
 
     mocks = {"tight": ["--max-concurrency", "20", "--latency", "0.3", "--retry-after", "0.5"]}
-    with own_fleet(config, mocks, concurrency=60) as f:
+    # The limit alone: with fair share on, jobs back from a 429 wait in the group's room
+    # and go one per call that ends, which holds the calls at the provider's capacity by
+    # itself, and a limit cut high by the first burst may meet no later 429 to lower it
+    alone = {"LLMFLEET_FAIR_SHARE": "0"}
+    with own_fleet(config, mocks, concurrency=60, extra_env=alone) as f:
         # A batch: all 400 jobs are there at once, however slowly a busy machine submits.
         batch = wait_ended(f, submit(f, tmp_path, 400, "job"), timeout=240)
         with f.client() as client:
