@@ -19,7 +19,7 @@ from tests.conftest import migrated_database
 from tests.support.batches import submit, wait_ended
 from tests.support.fleet import MiniFleet, deployment, mini_fleet
 from tests.support.processes import free_port
-from tests.support.tenancy import chat, make_key
+from tests.support.tenancy import Minted, chat, make_key
 
 #: The deployment's calls in flight at most, and each call's mean length: 20 calls a
 #: second. Lengths spread (0.1 to 0.9 s), as real calls' do: calls that started together
@@ -111,6 +111,39 @@ def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[98]
 
 
+def send_light(
+    f: MiniFleet, keys: tuple[Minted, ...], production: Minted | None = None, after_s: float = 0
+) -> tuple[list[str], str | None]:
+    """Tenants `keys` each send 20 jobs one by one; a production key one job `after_s`
+    into it. Their job ids, and the production job's."""
+    light: list[list[str]] = [[] for _ in keys]
+    threads = [
+        threading.Thread(target=one_by_one, args=(f, key.key, 20, out))
+        for key, out in zip(keys, light, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    prod_job = None
+    if production is not None:
+        time.sleep(after_s)
+        prod_job = f.submit("urgent", key=production.key)
+        assert f.wait(prod_job)["status"] == "succeeded"
+    for thread in threads:
+        thread.join(timeout=300)
+    return [job for out in light for job in out], prod_job
+
+
+def within_two_turns(f: MiniFleet, job_ids: list[str], turn: float, floor: float) -> None:
+    """The jobs' wait p99 is at most two turns of their fair share, the fleet's own
+    delay with no contention (`floor`) on top."""
+    waits = waits_s(f.engine, job_ids)
+    print(
+        f"floor {floor:.3f}s; waits p50 {statistics.median(waits):.3f}s "
+        f"p99 {p99(waits):.3f}s max {max(waits):.3f}s"
+    )
+    assert p99(waits) <= 2 * turn + floor
+
+
 def test_a_flooding_tenant_slows_down_alone(fleet: MiniFleet) -> None:
     f = fleet
     heavy, b, c = (make_key(f.api_url, alias=name) for name in ("heavy", "b", "c"))
@@ -132,29 +165,13 @@ def test_a_flooding_tenant_slows_down_alone(fleet: MiniFleet) -> None:
     assert waiting["jobs"] > 1000
     assert f'llmfleet_tenant_waiting_jobs{{tenant="{heavy.id}",tier="default"}}' in scraped
     # When tenants B and C each send 20 jobs one by one, and a production key one job
-    light: dict[str, list[str]] = {"b": [], "c": []}
-    threads = [
-        threading.Thread(target=one_by_one, args=(f, key.key, 20, light[name]))
-        for name, key in (("b", b), ("c", c))
-    ]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.0)
-    prod_job = f.submit("urgent", key=production.key)
-    assert f.wait(prod_job)["status"] == "succeeded"
-    for thread in threads:
-        thread.join(timeout=300)
+    light, prod_job = send_light(f, (b, c), production, after_s=1.0)
     # Then B's and C's jobs wait about a turn of their fair share, not behind A's 2,000:
     # three tenants share 20 calls a second, one call in 150 ms each; 2x = 300 ms
     turn = 3 * LATENCY_S / SLOTS
-    light_waits = waits_s(f.engine, light["b"] + light["c"])
-    print(
-        f"floor {floor:.3f}s; light waits p50 {statistics.median(light_waits):.3f}s "
-        f"p99 {p99(light_waits):.3f}s max {max(light_waits):.3f}s"
-    )
-    assert p99(light_waits) <= 2 * turn + floor
+    within_two_turns(f, light, turn, floor)
     # and the production job overtook every default one
-    assert waits_s(f.engine, [prod_job])[0] <= 2 * turn + floor
+    assert prod_job is not None and waits_s(f.engine, [prod_job])[0] <= 2 * turn + floor
     # and every one of A's jobs succeeded, later
     ends = f.wait_all(flood, timeout=240)
     assert {job["status"] for job in ends} == {"succeeded"}
@@ -223,23 +240,9 @@ def test_a_batch_filling_the_deployment_does_not_hold_up_interactive_jobs(
     while in_transit(f.engine, batch_id) and time.monotonic() < until:
         time.sleep(0.2)
     # When tenants B and C each send 20 interactive jobs one by one
-    light: dict[str, list[str]] = {"b": [], "c": []}
-    threads = [
-        threading.Thread(target=one_by_one, args=(f, key.key, 20, light[name]))
-        for name, key in (("b", b), ("c", c))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    light, _ = send_light(f, (b, c))
     # Then each waits about a turn (three tenants share 20 calls a second: 150 ms; 2x 300 ms)
-    turn = 3 * LATENCY_S / SLOTS
-    light_waits = waits_s(f.engine, light["b"] + light["c"])
-    print(
-        f"light waits beside a batch: p50 {statistics.median(light_waits):.3f}s "
-        f"p99 {p99(light_waits):.3f}s"
-    )
-    assert p99(light_waits) <= 2 * turn + floor
+    within_two_turns(f, light, 3 * LATENCY_S / SLOTS, floor)
     # and the batch completes, every line answered
     batch = wait_ended(f, batch_id, timeout=240)
     assert batch.status == "completed"
@@ -281,29 +284,13 @@ def test_a_flood_in_front_of_saturated_workers_slows_down_its_tenant_alone(
     assert (waiting["model_group"], waiting["tenant"]) == ("@workers/llmfleet.normal", heavy.id)
     assert waiting["jobs"] > 200
     # When tenants B and C each send 20 jobs one by one, and a production key one job
-    light: dict[str, list[str]] = {"b": [], "c": []}
-    threads = [
-        threading.Thread(target=one_by_one, args=(f, key.key, 20, light[name]))
-        for name, key in (("b", b), ("c", c))
-    ]
-    for thread in threads:
-        thread.start()
-    time.sleep(2.0)
-    prod_job = f.submit("urgent", key=production.key)
-    assert f.wait(prod_job)["status"] == "succeeded"
-    for thread in threads:
-        thread.join(timeout=300)
+    light, prod_job = send_light(f, (b, c), production, after_s=2.0)
     # Then B's and C's jobs wait about a turn of their fair share, not behind A's 300:
     # three tenants share 8 calls a second, one call in 375 ms each; 2x = 750 ms
     turn = 3 * LATENCY_S / WORKER_SLOTS
-    light_waits = waits_s(f.engine, light["b"] + light["c"])
-    print(
-        f"floor {floor:.3f}s; light waits p50 {statistics.median(light_waits):.3f}s "
-        f"p99 {p99(light_waits):.3f}s max {max(light_waits):.3f}s"
-    )
-    assert p99(light_waits) <= 2 * turn + floor
+    within_two_turns(f, light, turn, floor)
     # and the production job overtook every default one
-    assert waits_s(f.engine, [prod_job])[0] <= 2 * turn + floor
+    assert prod_job is not None and waits_s(f.engine, [prod_job])[0] <= 2 * turn + floor
     # and every one of A's jobs succeeded, later
     ends = f.wait_all(flood, timeout=240)
     assert {job["status"] for job in ends} == {"succeeded"}

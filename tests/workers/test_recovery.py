@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_sessionmaker
+from models.fair_intake import WAITING_WORKER
 from models.redis_keys import DELAYED_JOBS, EPOCH
 from models.tables import Job, utcnow
 from tests.conftest import migrated_database
@@ -103,6 +104,8 @@ def test_a_lost_epoch_republishes_queued_work_once(
     soon = utcnow() + dt.timedelta(minutes=5)
     queued = add_job(sessions)
     waiting = add_job(sessions, not_before=soon)
+    # a job that waited for a free worker in a fleet room (its not_before only a lease)
+    for_a_worker = add_job(sessions, not_before=soon, wait_reason=WAITING_WORKER)
     unpublished = add_job(sessions, published_at=None)
     running = add_job(sessions)
     assert jobstore.claim(sessions, running, lease_seconds=60) is not None
@@ -114,8 +117,9 @@ def test_a_lost_epoch_republishes_queued_work_once(
     delayed = DelayedJobs(client)
     # A Redis without the marker (a new one, or one that lost its data)
     assert recovery.epoch_lost([client]) is True
-    assert recovery.republish_queued(sessions, delayed, publish) == 2
-    assert published == [queued]
+    assert recovery.republish_queued(sessions, delayed, publish) == 3
+    # the fleet rooms went with the data: that job is published at once, not after its lease
+    assert sorted(published) == sorted([queued, for_a_worker])
     entries = client.zrange(DELAYED_JOBS, 0, -1, withscores=True)
     members = {member.decode().partition("|")[0]: score for member, score in entries}
     assert members == {waiting: int(soon.timestamp() * 1000)}
