@@ -47,6 +47,7 @@ __all__ = [
     "Released",
     "Waiting",
     "fleet_group",
+    "waited_s",
 ]
 
 #: A room with no job let through for this long lets one through.
@@ -84,9 +85,6 @@ class Admit:
     score: float | None = None
     #: Told to wait, the job is its tenant's first in the room: it may wait in place.
     first: bool = False
-
-    def waited_s(self, now_ms: int) -> float | None:
-        return None if self.score is None else waited_s(self.score, now_ms)
 
 
 def waited_s(score: float, now_ms: int) -> float:
