@@ -204,7 +204,7 @@ def cache_keys(owner: str, digest: str) -> list[str]:
 #: Entries a job's stream keeps (approximately: XADD MAXLEN ~); a longer generation
 #: loses its oldest, which a reader that falls that far behind gets from the job's row.
 JOB_STREAM_MAXLEN = 20_000
-#: A stream's lifetime, renewed by every append while its job runs...
+#: A stream's lifetime from its first delta, renewed every minute while its job runs...
 JOB_STREAM_TTL_S = 3_600
 #: ... and once the job has ended: long enough for a dropped client to come back.
 JOB_STREAM_TTL_AFTER_END_S = 600

@@ -9,8 +9,8 @@ cancel asked for through the API stops the call within about a second
 (`StoppedStream`): the connection is closed, which stops the provider's generation.
 
 `StreamAppender` writes every run's deltas on the loop in one pipeline per round
-trip, and reads back with them whether those jobs were asked to cancel. The stream's
-last entry, the job's end, is written by the writer once the row is stored
+trip, and looks for a cancel of every stream running in one round trip a second. The
+stream's last entry, the job's end, is written by the writer once the row is stored
 (`end_stream`), so a client that has read the end finds the stored job."""
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: How often a stream that sends nothing looks for a cancel of its own.
+#: How often the streams running look for a cancel of their own (all in one round trip).
 CANCEL_CHECK_S = 1.0
+#: How often a running stream's TTL (JOB_STREAM_TTL_S) is renewed.
+TTL_RENEW_S = 60.0
 
 
 class BrokenStream(Exception):
@@ -72,33 +74,55 @@ class StoppedStream(Exception):
         self.usage = usage
 
 
-@dataclass
-class _Pending:
-    job_id: str
-    fields: dict[str, str]
-    done: asyncio.Future[bool] = field(repr=False)
-
-
 class StreamAppender:
-    """Appends streamed jobs' events (on the worker's loop). What arrives while a write
-    is out goes in the next pipeline: one round trip for every stream's latest events.
-    Redis being away loses deltas, not the answer: the API then relays the row."""
+    """Appends streamed jobs' deltas (on the worker's loop). What arrives while a write
+    is out goes in the next pipeline: one round trip for every stream's latest deltas,
+    one XADD each. Once a second, one more round trip looks for a cancel of every
+    stream running (`watch`) and renews, every TTL_RENEW_S, the TTL their streams got
+    with their first delta. Redis being away loses deltas, not the answer: the API
+    then relays the row."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
-        self._pending: list[_Pending] = []
-        #: The flush running, if any (kept: the loop holds its tasks weakly).
+        self._pending: list[tuple[str, dict[str, str]]] = []
+        #: Resolves once the pending deltas are written (or lost with Redis).
+        self._written: asyncio.Future[None] | None = None
+        #: The flush and the watch running, if any (the loop holds its tasks weakly).
         self._flushing: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
+        #: The streams running: resolved when their job is asked to cancel.
+        self._watched: dict[str, asyncio.Future[None]] = {}
+        #: When each running stream's TTL was last set (from its first delta on).
+        self._timed: dict[str, float] = {}
 
-    async def append(self, job_id: str, attempt: int, delta: Delta) -> bool:
-        """Append `delta`; True when the job has been asked to cancel. (A stream's end
-        is appended once the job's row is stored: `end_stream`.)"""
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        entry = _Pending(job_id, encode_entry(attempt, delta), done)
-        self._pending.append(entry)
+    def append(self, job_id: str, attempt: int, delta: Delta) -> asyncio.Future[None]:
+        """Queue `delta` for the job's stream, after the job's earlier ones; the future
+        resolves once it is written. (A stream's end is appended once the job's row is
+        stored: `end_stream`.)"""
+        loop = asyncio.get_running_loop()
+        if self._written is None:
+            self._written = loop.create_future()
+        written = self._written
+        self._pending.append((job_id, encode_entry(attempt, delta)))
         if self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
-        return await done
+            self._flushing = loop.create_task(self._flush())
+        return written
+
+    def watch(self, job_id: str) -> asyncio.Future[None]:
+        """The job's stream runs: the future resolves when the job is asked to cancel."""
+        loop = asyncio.get_running_loop()
+        asked = self._watched[job_id] = loop.create_future()
+        if self._watching is None:
+            self._watching = loop.create_task(self._watch())
+        return asked
+
+    def unwatch(self, job_id: str) -> None:
+        """The job's run is over (its end renews the TTL: `end_stream`)."""
+        self._watched.pop(job_id, None)
+        self._timed.pop(job_id, None)
+        if not self._watched and self._watching is not None:
+            self._watching.cancel()  # none left to watch
+            self._watching = None
 
     async def lost_generation(self, job_id: str, attempt: int) -> int | None:
         """When an earlier claim streamed part of an answer and then was lost (its
@@ -116,45 +140,62 @@ class StreamAppender:
         sent = [decode_entry(*e) for e in entries]
         return sum(1 for e in sent if e.attempt == entry.attempt and isinstance(e.event, Delta))
 
-    async def cancel_asked(self, job_id: str) -> bool:
+    async def _watch(self) -> None:
         try:
-            return bool(await self._redis.exists(job_cancel(job_id)))
+            while self._watched:
+                await asyncio.sleep(CANCEL_CHECK_S)
+                await self._check()
+        finally:
+            if self._watching is asyncio.current_task():
+                self._watching = None
+
+    async def _check(self) -> None:
+        jobs = list(self._watched)
+        stale = time.monotonic() - TTL_RENEW_S
+        renew = [job_id for job_id in jobs if self._timed.get(job_id, stale) < stale]
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in jobs:
+            pipe.exists(job_cancel(job_id))
+        for job_id in renew:
+            pipe.expire(job_stream(job_id), JOB_STREAM_TTL_S)
+        try:
+            asked = await pipe.execute()
         except redis.RedisError:
-            return False
+            return  # the next round asks again; the row's `cancel_requested` stays
+        now = time.monotonic()
+        for job_id in renew:
+            if job_id in self._timed:
+                self._timed[job_id] = now
+        for job_id, hit in zip(jobs, asked, strict=False):
+            future = self._watched.get(job_id)
+            if hit and future is not None and not future.done():
+                future.set_result(None)
 
     async def _flush(self) -> None:
         try:
             while self._pending:
-                batch, self._pending = self._pending, []
-                await self._write(batch)
+                batch, written = self._pending, self._written
+                self._pending, self._written = [], None
+                try:
+                    await self._write(batch)
+                finally:  # the loop closing included: no run waits on these forever
+                    if written is not None and not written.done():
+                        written.set_result(None)
         finally:
             self._flushing = None
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, batch: list[tuple[str, dict[str, str]]]) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        for entry in batch:
-            key = job_stream(entry.job_id)
-            pipe.xadd(key, entry.fields, maxlen=JOB_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        jobs = list(dict.fromkeys(entry.job_id for entry in batch))
-        for job_id in jobs:
-            pipe.expire(job_stream(job_id), JOB_STREAM_TTL_S)
-        for job_id in jobs:
-            pipe.exists(job_cancel(job_id))
+        for job_id, fields in batch:
+            key = job_stream(job_id)
+            pipe.xadd(key, fields, maxlen=JOB_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            if job_id not in self._timed and job_id in self._watched:
+                self._timed[job_id] = time.monotonic()
+                pipe.expire(key, JOB_STREAM_TTL_S)
         try:
-            results = await pipe.execute()
+            await pipe.execute()
         except redis.RedisError as exc:
             log.warning("%d stream event(s) not appended: %s", len(batch), type(exc).__name__)
-            cancelled: set[str] = set()
-        except BaseException:  # the loop closing: no run waits on these forever
-            for entry in batch:
-                entry.done.cancel()
-            raise
-        else:
-            asked = results[-len(jobs) :]
-            cancelled = {job_id for job_id, hit in zip(jobs, asked, strict=True) if hit}
-        for entry in batch:
-            if not entry.done.done():
-                entry.done.set_result(entry.job_id in cancelled)
 
 
 @dataclass
@@ -168,6 +209,8 @@ class StreamedCall:
     model: str
     assembly: Assembly = field(default_factory=Assembly)
     usage: Usage | None = None
+    #: Resolves once the last delta queued is written.
+    _written: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @property
     def started(self) -> bool:
@@ -176,16 +219,15 @@ class StreamedCall:
     async def run(self, deltas: AsyncIterator[Delta | Usage]) -> ProviderResult:
         """Relay `deltas` (a provider's stream) to the job's stream; the whole answer.
         Raises the provider's error before the first delta, BrokenStream after it,
-        StoppedStream on a cancel."""
+        StoppedStream on a cancel. Returns or raises once every delta relayed is in
+        the job's stream (its end follows them)."""
+        asked = self.appender.watch(self.job_id)
         reader = asyncio.ensure_future(self._relay(deltas))
         try:
-            while True:
-                done, _ = await asyncio.wait({reader}, timeout=CANCEL_CHECK_S)
-                if done:
-                    break
-                if await self.appender.cancel_asked(self.job_id):
-                    raise StoppedStream(self.estimated_usage())
-            reader.result()  # the provider's error, or a cancel seen with a delta
+            await asyncio.wait({reader, asked}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():
+                raise StoppedStream(self.estimated_usage())
+            reader.result()  # the provider's error
         except ProviderError as exc:
             if self.started:
                 raise BrokenStream(exc, self.estimated_usage()) from exc
@@ -196,19 +238,23 @@ class StreamedCall:
                 await reader
             with contextlib.suppress(Exception):
                 await deltas.aclose()  # type: ignore[attr-defined]
+            if self._written is not None and not self._written.done():
+                await asyncio.wait({self._written})  # never cancels it: others' too
+            self.appender.unwatch(self.job_id)
         return self._result()
 
     async def _relay(self, deltas: AsyncIterator[Delta | Usage]) -> None:
+        """Read the provider's stream, queueing each delta for the job's stream. A
+        delta whose previous one is not yet written waits for it first: when Redis or
+        the loop falls behind, the streams slow down, not the calls starting."""
         async for item in deltas:
             if isinstance(item, Usage):
                 self.usage = item
                 continue
-            await self._append(item)
-
-    async def _append(self, delta: Delta) -> None:
-        self.assembly.add(delta)
-        if await self.appender.append(self.job_id, self.attempt, delta):
-            raise StoppedStream(self.estimated_usage())
+            if self._written is not None and not self._written.done():
+                await asyncio.shield(self._written)  # shared: never cancelled from here
+            self.assembly.add(item)
+            self._written = self.appender.append(self.job_id, self.attempt, item)
 
     def estimated_usage(self) -> Usage:
         """The provider's usage if it sent one, else an estimate: the prompt's tokens

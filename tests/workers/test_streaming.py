@@ -14,11 +14,17 @@ import httpx2 as httpx
 import pytest
 from sqlalchemy import Engine
 
-from models.redis_keys import job_cancel, job_stream
+from models.redis_keys import (
+    JOB_STREAM_TTL_AFTER_END_S,
+    JOB_STREAM_TTL_S,
+    job_cancel,
+    job_stream,
+)
 from models.stream_events import Delta, End, decode_entry, encode_entry
 from models.tables import JobStatus
 from tests.conftest import migrated_database
 from tests.support.core import Core, CoreFactory, Reply, deployment, status
+from workers import streaming
 
 STREAMED = {"stream": True, "stream_options": {"include_usage": True}}
 TWO = [deployment("main", "a"), deployment("main", "b")]
@@ -171,6 +177,34 @@ def test_a_cancel_stops_the_stream_within_a_second(core: CoreFactory, stalls: bo
     assert isinstance(written[-1].event, End) and written[-1].event.status == "cancelled"
     sent = [e for e in written if isinstance(e.event, Delta)]
     assert job.completion_tokens == len(sent) > 0
+
+
+def test_a_running_stream_expires_by_itself_should_its_worker_die(
+    core: CoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a stream of 40 pieces 50 ms apart; its TTL renewed at every cancel check (1 s)
+    monkeypatch.setattr(streaming, "TTL_RENEW_S", 0.0)
+    run = core({"a": [streamed(["tick"] * 40, 0.05)]}, [deployment("main", "a")])
+    key = job_stream("job_stream_ttl")
+    seen: list[int] = []
+
+    def look(lower: bool) -> None:
+        seen.append(run.ctx.redis.ttl(key))
+        if lower:
+            run.ctx.redis.expire(key, 100)  # as if an hour had nearly gone by
+
+    threading.Timer(0.5, look, [True]).start()
+    threading.Timer(1.7, look, [False]).start()
+    job = run.run(job_id="job_stream_ttl", request=STREAMED)
+
+    assert job.status == JobStatus.SUCCEEDED
+    # Then: while it ran, the key had the running stream's TTL from its first delta on,
+    # and the cancel check renewed it
+    first, renewed = seen
+    assert JOB_STREAM_TTL_AFTER_END_S < first <= JOB_STREAM_TTL_S
+    assert JOB_STREAM_TTL_AFTER_END_S < renewed <= JOB_STREAM_TTL_S
+    # ... and once it ended, the shorter one that lets a dropped client come back
+    assert 0 < run.ctx.redis.ttl(key) <= JOB_STREAM_TTL_AFTER_END_S
 
 
 def test_a_claim_after_one_lost_midway_fails_rather_than_mix_two_generations(
