@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -182,20 +183,30 @@ def test_a_cancel_stops_the_stream_within_a_second(core: CoreFactory, stalls: bo
 def test_a_running_stream_expires_by_itself_should_its_worker_die(
     core: CoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # a stream of 40 pieces 50 ms apart; its TTL renewed at every cancel check (1 s)
+    # a stream of 80 pieces 50 ms apart (~4 s); the cancel checks 1.5 s apart, each one
+    # renewing the TTL
+    monkeypatch.setattr(streaming, "CANCEL_CHECK_S", 1.5)
     monkeypatch.setattr(streaming, "TTL_RENEW_S", 0.0)
-    run = core({"a": [streamed(["tick"] * 40, 0.05)]}, [deployment("main", "a")])
+    run = core({"a": [streamed(["tick"] * 80, 0.05)]}, [deployment("main", "a")])
     key = job_stream("job_stream_ttl")
     seen: list[int] = []
 
-    def look(lower: bool) -> None:
+    def look() -> None:
+        deadline = time.monotonic() + 30
+        while (ttl := run.ctx.redis.ttl(key)) == -2 and time.monotonic() < deadline:
+            time.sleep(0.005)  # no delta yet
+        if ttl == -1:  # between the first XADD and its EXPIRE, at most
+            time.sleep(0.05)
+            ttl = run.ctx.redis.ttl(key)
+        seen.append(ttl)  # from its first delta, before any cancel check
+        run.ctx.redis.expire(key, 100)  # as if an hour had nearly gone by
+        time.sleep(2.0)  # a cancel check comes meanwhile
         seen.append(run.ctx.redis.ttl(key))
-        if lower:
-            run.ctx.redis.expire(key, 100)  # as if an hour had nearly gone by
 
-    threading.Timer(0.5, look, [True]).start()
-    threading.Timer(1.7, look, [False]).start()
+    looker = threading.Thread(target=look)
+    looker.start()
     job = run.run(job_id="job_stream_ttl", request=STREAMED)
+    looker.join()
 
     assert job.status == JobStatus.SUCCEEDED
     # Then: while it ran, the key had the running stream's TTL from its first delta on,
